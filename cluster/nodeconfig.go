@@ -1,0 +1,269 @@
+// Package cluster owns a Fulcrum node's lifecycle: the node config, the agent
+// that loads the proxy config into the engine and reloads it, the systemd
+// notifications around that, and the admin API on the node's unix socket
+// (with its client). Later it grows the Raft and gossip wiring; it may import
+// state and proxy, never the other way round.
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/spf13/viper"
+
+	"github.com/fulcrum-lb/fulcrum/state"
+)
+
+// Defaults of the node config.
+const (
+	DefaultNodeConfigPath = "/etc/fulcrum/fulcrum.yaml"
+	DefaultDataDir        = "/var/lib/fulcrum"
+	DefaultAdminSocket    = "/run/fulcrum/admin.sock"
+	DefaultProxyConfig    = "/etc/fulcrum/lb.yaml"
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "text"
+)
+
+// EnvPrefix prefixes the environment variables that set node config keys:
+// FULCRUM_ADMIN_SOCKET sets admin.socket, FULCRUM_NODE_DATA_DIR node.data_dir.
+const EnvPrefix = "FULCRUM"
+
+// maxSocketPath is the longest path a unix socket address can hold on Linux
+// (sun_path is 108 bytes, one of them the terminating NUL).
+const maxSocketPath = 107
+
+// NodeConfig is this node's own settings (as opposed to the proxy config that
+// a cluster replicates). It is a plain value: LoadNodeConfig builds it once,
+// and nothing changes it afterwards.
+type NodeConfig struct {
+	Node  NodeSection  `mapstructure:"node"`
+	Admin AdminSection `mapstructure:"admin"`
+	// ProxyConfig is the proxy config file of a standalone node.
+	ProxyConfig string     `mapstructure:"proxy_config"`
+	Log         LogSection `mapstructure:"log"`
+
+	// File is the node config file the value was loaded from, or "" when it
+	// came from defaults and the environment alone.
+	File string `mapstructure:"-"`
+}
+
+// NodeSection identifies the node.
+type NodeSection struct {
+	Name    string `mapstructure:"name"`
+	DataDir string `mapstructure:"data_dir"`
+}
+
+// AdminSection configures the admin API.
+type AdminSection struct {
+	// Socket is the unix socket the admin API listens on.
+	Socket string `mapstructure:"socket"`
+}
+
+// LogSection configures the agent's log.
+type LogSection struct {
+	Level  string `mapstructure:"level"`  // debug | info | warn | error
+	Format string `mapstructure:"format"` // text | json
+}
+
+// knownKeys lists every node config key. Each is bound to its environment
+// variable, so the environment works for keys the file does not mention.
+var knownKeys = []string{
+	"node.name",
+	"node.data_dir",
+	"admin.socket",
+	"proxy_config",
+	"log.level",
+	"log.format",
+}
+
+// LoadNodeConfig reads the node config from the YAML file at path (skipped
+// when path is ""), the FULCRUM_* environment and the built-in defaults,
+// decodes it strictly, resolves relative paths against the file's directory
+// and validates it. set holds overrides with the highest priority (command
+// line flags), keyed like the file ("admin.socket"); their paths must already
+// be absolute or relative to the working directory.
+func LoadNodeConfig(path string, set map[string]string) (NodeConfig, error) {
+	v := viper.New()
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for _, k := range knownKeys {
+		if err := v.BindEnv(k); err != nil {
+			return NodeConfig{}, err
+		}
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = ""
+	}
+	v.SetDefault("node.name", host)
+	v.SetDefault("node.data_dir", DefaultDataDir)
+	v.SetDefault("admin.socket", DefaultAdminSocket)
+	v.SetDefault("proxy_config", DefaultProxyConfig)
+	v.SetDefault("log.level", DefaultLogLevel)
+	v.SetDefault("log.format", DefaultLogFormat)
+
+	var base string
+	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return NodeConfig{}, err
+		}
+		data, err := os.ReadFile(abs)
+		if err != nil {
+			return NodeConfig{}, err
+		}
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			return NodeConfig{}, fmt.Errorf("%s: %w", path, err)
+		}
+		path, base = abs, filepath.Dir(abs)
+	}
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		if !slices.Contains(knownKeys, k) {
+			return NodeConfig{}, fmt.Errorf("%s: unknown key", k)
+		}
+		v.Set(k, set[k])
+	}
+	if unknown := unknownKeys(v.AllKeys()); len(unknown) > 0 {
+		es := make(state.Errors, len(unknown))
+		for i, k := range unknown {
+			es[i] = state.FieldError{Path: k, Msg: "unknown key"}
+			if slices.ContainsFunc(knownKeys, func(known string) bool { return strings.HasPrefix(known, k+".") }) {
+				es[i].Msg = "must be a mapping"
+			}
+		}
+		return NodeConfig{}, es
+	}
+
+	var c NodeConfig
+	if err := v.UnmarshalExact(&c); err != nil {
+		return NodeConfig{}, fmt.Errorf("decode: %w", err)
+	}
+	c.File = path
+	c.resolvePaths(base, set)
+	if err := c.Validate(); err != nil {
+		return NodeConfig{}, err
+	}
+	return c, nil
+}
+
+// unknownKeys returns the keys that are not node config keys, sorted. Viper
+// flattens nested maps, so "node.bogus" and "cluster.raft.port" show up as
+// such.
+func unknownKeys(keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if !slices.Contains(knownKeys, k) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// resolvePaths makes the file paths absolute: those from the file or the
+// environment against base (the node config file's directory), overrides
+// against the working directory.
+func (c *NodeConfig) resolvePaths(base string, set map[string]string) {
+	for key, p := range map[string]*string{
+		"admin.socket":  &c.Admin.Socket,
+		"proxy_config":  &c.ProxyConfig,
+		"node.data_dir": &c.Node.DataDir,
+	} {
+		if *p == "" || filepath.IsAbs(*p) {
+			continue
+		}
+		b := base
+		if _, override := set[key]; override || b == "" {
+			if wd, err := os.Getwd(); err == nil {
+				b = wd
+			}
+		}
+		*p = filepath.Join(b, *p)
+	}
+}
+
+// Validate checks the node config and returns every fault as state.Errors
+// (`admin.socket: missing`), or nil.
+func (c NodeConfig) Validate() error {
+	var es state.Errors
+	add := func(path, format string, args ...any) {
+		es = append(es, state.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case c.Node.Name == "":
+		add("node.name", "missing (and the host name is unknown)")
+	case !validNodeName(c.Node.Name):
+		add("node.name", "invalid name %q (letters, digits, '-', '_', '.', at most 64)", c.Node.Name)
+	}
+	if c.Node.DataDir == "" {
+		add("node.data_dir", "missing")
+	}
+	switch {
+	case c.Admin.Socket == "":
+		add("admin.socket", "missing")
+	case len(c.Admin.Socket) > maxSocketPath:
+		add("admin.socket", "path is %d bytes, a unix socket path holds at most %d", len(c.Admin.Socket), maxSocketPath)
+	}
+	if c.ProxyConfig == "" {
+		add("proxy_config", "missing")
+	}
+	if _, err := ParseLogLevel(c.Log.Level); err != nil {
+		add("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format", "unknown format %q (want text or json)", c.Log.Format)
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+func validNodeName(s string) bool {
+	for _, r := range s {
+		ok := r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !ok {
+			return false
+		}
+	}
+	return s != "" && len(s) <= 64
+}
+
+// ParseLogLevel parses debug, info, warn or error.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
+}
+
+// NewLogger builds the logger the section describes, writing to w. An
+// invalid section (which Validate refuses) logs at info in text.
+func (l LogSection) NewLogger(w io.Writer) *slog.Logger {
+	level, err := ParseLogLevel(l.Level)
+	if err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

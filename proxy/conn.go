@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Client connection states, for closing idle keep-alive connections at
+// shutdown without cutting a request short.
+const (
+	connActive int32 = iota
+	connIdle
+	connClosing
+)
+
+// conn is one accepted client connection.
+type conn struct {
+	eng   *Engine
+	c     *net.TCPConn
+	rc    syscall.RawConn
+	l     *listener
+	sem   semaphore // the frontend semaphore this connection holds a slot of
+	src   netip.AddrPort
+	state atomic.Int32
+
+	peekFn  func(fd uintptr) bool
+	peekErr error
+}
+
+func (e *Engine) startConn(l *listener, fe *frontend, c *net.TCPConn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		release(fe.sem)
+		release(e.global)
+		return
+	}
+	cn := &conn{eng: e, c: c, rc: rc, l: l, sem: fe.sem}
+	cn.peekFn = cn.peek
+	if ap, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		cn.src = ap.AddrPort()
+	}
+	e.connMu.Lock()
+	if e.stopping.Load() {
+		e.connMu.Unlock()
+		cn.finish()
+		return
+	}
+	e.conns[cn] = struct{}{}
+	e.connWG.Add(1)
+	e.connMu.Unlock()
+	go cn.serve(fe)
+}
+
+func (cn *conn) serve(fe *frontend) {
+	defer cn.eng.connWG.Done()
+	defer cn.finish()
+	fe.counters.sessionStart()
+	defer fe.counters.sessionEnd()
+	if fe.mode == "tcp" {
+		cn.serveTCP(fe)
+		return
+	}
+	cn.serveHTTP()
+}
+
+func (cn *conn) finish() {
+	cn.c.Close()
+	release(cn.sem)
+	release(cn.eng.global)
+	cn.eng.connMu.Lock()
+	delete(cn.eng.conns, cn)
+	cn.eng.connMu.Unlock()
+}
+
+// waitReadable parks until the connection has bytes (or EOF, or an error,
+// or its read deadline) without holding a buffer: this is what keeps an
+// idle keep-alive connection down to its goroutine.
+func (cn *conn) waitReadable() error {
+	cn.peekErr = nil
+	if err := cn.rc.Read(cn.peekFn); err != nil {
+		return err
+	}
+	return cn.peekErr
+}
+
+func (cn *conn) peek(fd uintptr) bool {
+	var b [1]byte
+	done, err := peekFD(fd, &b)
+	cn.peekErr = err
+	return done
+}
+
+// peekFD checks without blocking whether fd has a byte to read. It reports
+// false while the socket would block.
+func peekFD(fd uintptr, b *[1]byte) (bool, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	switch {
+	case errno == unix.EAGAIN || errno == unix.EINTR:
+		return false, nil
+	case errno != 0:
+		return true, errno
+	case n == 0:
+		return true, io.EOF
+	}
+	return true, nil
+}
+
+// Buffers are borrowed per request and returned before a connection goes
+// idle.
+type bufPool struct{ p sync.Pool }
+
+func newBufPool(size int) *bufPool {
+	return &bufPool{p: sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
+}
+
+func (bp *bufPool) get() *[]byte  { return bp.p.Get().(*[]byte) }
+func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
+
+// isTimeout reports whether err is a deadline expiry.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

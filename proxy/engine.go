@@ -1,0 +1,230 @@
+// Package proxy is Fulcrum's data plane: listeners, the HTTP/1.1 and TCP
+// proxies, balancing, server connection pools, limits and counters. It
+// imports only the schema types of package state and never waits on the
+// control plane.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/state"
+)
+
+// Engine runs one proxy config at a time and swaps it atomically on Apply.
+type Engine struct {
+	log *slog.Logger
+
+	applyMu   sync.Mutex // serialises Apply and Shutdown
+	rt        atomic.Pointer[runtime]
+	listeners map[string]*listener
+	global    semaphore
+	globalMax int
+
+	connMu   sync.Mutex
+	conns    map[*conn]struct{}
+	connWG   sync.WaitGroup
+	stopping atomic.Bool
+	stopCh   chan struct{} // closed when Shutdown begins
+
+	bufPools map[int]*bufPool // by buffer size; guarded by applyMu
+
+	janitorStop chan struct{}
+	janitorDone chan struct{}
+}
+
+// New returns an engine that serves nothing until Apply.
+func New(log *slog.Logger) *Engine {
+	e := &Engine{
+		log:         log,
+		listeners:   map[string]*listener{},
+		conns:       map[*conn]struct{}{},
+		bufPools:    map[int]*bufPool{},
+		stopCh:      make(chan struct{}),
+		janitorStop: make(chan struct{}),
+		janitorDone: make(chan struct{}),
+	}
+	go e.janitor()
+	return e
+}
+
+// Apply compiles cfg (already validated) and swaps it in: listeners whose
+// address is unchanged stay open, new ones are bound, dropped ones closed;
+// requests in flight finish on the config they began on. On error nothing
+// changes.
+func (e *Engine) Apply(cfg *state.Config) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	if e.stopping.Load() {
+		return errors.New("engine is stopping")
+	}
+	prev := e.rt.Load()
+	rt, err := compile(cfg, prev, e.bufPool)
+	if err != nil {
+		return fmt.Errorf("compile config: %w", err)
+	}
+	// Bind every new address first, so a bind failure changes nothing.
+	want := map[string]*frontend{}
+	fresh := map[string]*listener{}
+	for _, f := range rt.frontends {
+		for _, a := range cfgBinds(cfg, f.name) {
+			want[a] = f
+			if e.listeners[a] != nil || fresh[a] != nil {
+				continue
+			}
+			ln, err := listen(a)
+			if err != nil {
+				for _, l := range fresh {
+					l.ln.Close()
+				}
+				return fmt.Errorf("frontend %s: %w", f.name, err)
+			}
+			fresh[a] = &listener{addr: a, ln: ln, eng: e, done: make(chan struct{})}
+		}
+	}
+	if cfg.Global.MaxConn != e.globalMax {
+		e.global = nil
+		if cfg.Global.MaxConn > 0 {
+			e.global = make(semaphore, cfg.Global.MaxConn)
+		}
+		e.globalMax = cfg.Global.MaxConn
+	}
+	e.rt.Store(rt)
+	for a, l := range e.listeners {
+		if f := want[a]; f != nil {
+			l.fe.Store(f)
+			continue
+		}
+		l.close()
+		delete(e.listeners, a)
+		e.log.Info("listener closed", "bind", a)
+	}
+	for a, l := range fresh {
+		l.fe.Store(want[a])
+		e.listeners[a] = l
+		l.wg.Add(1)
+		go l.serve()
+		e.log.Info("listening", "bind", a, "frontend", want[a].name)
+	}
+	keep := rt.pools()
+	for p := range prev.pools() {
+		if !keep[p] {
+			p.close()
+		}
+	}
+	return nil
+}
+
+func cfgBinds(cfg *state.Config, name string) []string {
+	for _, f := range cfg.Frontends {
+		if f.Name == name {
+			return f.Bind
+		}
+	}
+	return nil
+}
+
+// Addrs returns the bound address of every listener, keyed by configured
+// address (useful when a config binds port 0).
+func (e *Engine) Addrs() map[string]net.Addr {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	m := make(map[string]net.Addr, len(e.listeners))
+	for a, l := range e.listeners {
+		m[a] = l.ln.Addr()
+	}
+	return m
+}
+
+// Stats returns a snapshot of the running config's counters.
+func (e *Engine) Stats() Stats {
+	rt := e.rt.Load()
+	if rt == nil {
+		return Stats{Frontends: []FrontendStats{}, Backends: []BackendStats{}}
+	}
+	return rt.stats()
+}
+
+// Shutdown stops accepting, closes idle keep-alive connections and waits
+// for in-flight requests until ctx is done, then closes what is left.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.applyMu.Lock()
+	if e.stopping.Swap(true) {
+		e.applyMu.Unlock()
+		return errors.New("engine already stopped")
+	}
+	close(e.stopCh)
+	for a, l := range e.listeners {
+		l.close()
+		delete(e.listeners, a)
+	}
+	e.applyMu.Unlock()
+	close(e.janitorStop)
+	<-e.janitorDone
+
+	e.closeIdle()
+	done := make(chan struct{})
+	go func() {
+		e.connWG.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("hard stop: %w", ctx.Err())
+		e.connMu.Lock()
+		for c := range e.conns {
+			c.c.Close()
+		}
+		e.connMu.Unlock()
+		<-done
+	}
+	for p := range e.rt.Load().pools() {
+		p.close()
+	}
+	return err
+}
+
+// closeIdle closes every client connection waiting for its next request.
+func (e *Engine) closeIdle() {
+	e.connMu.Lock()
+	defer e.connMu.Unlock()
+	for c := range e.conns {
+		if c.state.CompareAndSwap(connIdle, connClosing) {
+			c.c.Close()
+		}
+	}
+}
+
+func (e *Engine) janitor() {
+	defer close(e.janitorDone)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.janitorStop:
+			return
+		case now := <-t.C:
+			for p := range e.rt.Load().pools() {
+				p.trim(now)
+			}
+		}
+	}
+}
+
+// bufPool returns the shared pool of buffers of one size.
+func (e *Engine) bufPool(size int) *bufPool {
+	p := e.bufPools[size]
+	if p == nil {
+		p = newBufPool(size)
+		e.bufPools[size] = p
+	}
+	return p
+}

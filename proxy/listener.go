@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// listener is one bound address. It outlives config swaps while its address
+// stays in the config; fe points at the frontend of the running config.
+type listener struct {
+	addr string
+	ln   *net.TCPListener
+	fe   atomic.Pointer[frontend]
+	eng  *Engine
+	done chan struct{}
+	wg   sync.WaitGroup // the accept loop
+}
+
+// listen binds addr with IP_FREEBIND (so a VIP not yet held can be bound)
+// and SO_REUSEADDR.
+func listen(addr string) (*net.TCPListener, error) {
+	lc := net.ListenConfig{
+		KeepAlive: -1,
+		Control: func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+					return
+				}
+				level, opt := unix.SOL_IP, unix.IP_FREEBIND
+				if network == "tcp6" {
+					level, opt = unix.SOL_IPV6, unix.IPV6_FREEBIND
+				}
+				serr = unix.SetsockoptInt(int(fd), level, opt, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	l, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	return l.(*net.TCPListener), nil
+}
+
+// serve accepts connections until close. Each accepted connection holds a
+// slot of the process-wide and the frontend's maxconn semaphores; when
+// either is full the loop stops accepting, as HAProxy does, and the kernel
+// backlog holds new clients.
+func (l *listener) serve() {
+	defer l.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		fe := l.fe.Load()
+		if !acquire(l.eng.global, l.done) {
+			return
+		}
+		if !acquire(fe.sem, l.done) {
+			release(l.eng.global)
+			return
+		}
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			release(fe.sem)
+			release(l.eng.global)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: back off rather than spin.
+			l.eng.log.Warn("accept failed", "bind", l.addr, "err", err)
+			select {
+			case <-time.After(backoff):
+				backoff = min(2*backoff, time.Second)
+			case <-l.done:
+				return
+			}
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		l.eng.startConn(l, fe, c)
+	}
+}
+
+func (l *listener) close() {
+	close(l.done)
+	l.ln.Close()
+	l.wg.Wait()
+}
+
+// A semaphore is a buffered channel; nil means unlimited.
+type semaphore chan struct{}
+
+func acquire(s semaphore, done <-chan struct{}) bool {
+	if s == nil {
+		return true
+	}
+	select {
+	case s <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+func release(s semaphore) {
+	if s != nil {
+		<-s
+	}
+}

@@ -1,0 +1,258 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/fulcrum-lb/fulcrum/proxy/h1"
+)
+
+// relayResponse reads the server's response head, answers 502/504 when it
+// is missing or malformed, and streams the response to the client.
+func (x *exchange) relayResponse() error {
+	sc, srv, be, fe := x.sc, x.srv, x.be, x.fe
+	if x.sin == nil {
+		x.sin = fe.bufs.get()
+	}
+	buf := *x.sin
+	x.sr, x.sw = 0, 0
+	var n int
+	for {
+		var err error
+		n, err = h1.ParseResponse(buf[x.sr:x.sw], &x.resp, fe.limits)
+		if errors.Is(err, h1.ErrIncomplete) && x.sw < len(buf) {
+			m, rerr := sc.Read(buf[x.sw:])
+			x.sw += m
+			if rerr == nil {
+				continue
+			}
+			if x.sw == 0 && sc.reused && x.req.BodyKind() == h1.NoBody && !isTimeout(rerr) {
+				return errRetryable
+			}
+			err = rerr
+		}
+		if err != nil {
+			status := 502
+			if isTimeout(err) {
+				status = 504
+				be.counters.Timeouts.Add(1)
+			}
+			srv.counters.RespErrors.Add(1)
+			be.counters.RespErrors.Add(1)
+			srv.counters.status(status)
+			x.dropServer()
+			x.fail(status)
+			return err
+		}
+		if x.resp.Status >= 200 || x.resp.Status == 101 {
+			break
+		}
+		// An interim response (100, 103): relay it and read on.
+		if err := x.writeClient(buf[x.sr : x.sr+n]); err != nil {
+			x.dropServer()
+			return err
+		}
+		x.sr += n
+	}
+	x.status = x.resp.Status
+	srv.counters.status(x.status)
+	if x.resp.Status == 101 {
+		return x.upgrade(n)
+	}
+	kind := x.resp.BodyKind(x.req.Method)
+	if kind == h1.CloseDelimited {
+		x.keepClient = false // the end of the body is the close
+	}
+	bodyStart := x.sr + n
+	out := x.writeResponseHead((*x.out)[:0])
+	var body bodyCopier
+	body.init(kind, x.resp.ContentLength)
+	m, done, err := body.take(buf[bodyStart:x.sw])
+	if err != nil {
+		return x.brokenResponse(err)
+	}
+	if len(out)+m <= cap(out) {
+		out = append(out, buf[bodyStart:bodyStart+m]...)
+		bodyStart += m
+		m = 0
+	}
+	if err := x.writeClient(out); err != nil {
+		x.dropServer()
+		return err
+	}
+	if m > 0 {
+		if err := x.writeClient(buf[bodyStart : bodyStart+m]); err != nil {
+			x.dropServer()
+			return err
+		}
+	}
+	extra := x.sw > bodyStart+m
+	for !done {
+		k, rerr := sc.Read(buf)
+		if k > 0 {
+			m, done, err = body.take(buf[:k])
+			if err != nil {
+				return x.brokenResponse(err)
+			}
+			extra = k > m
+			if err := x.writeClient(buf[:m]); err != nil {
+				x.dropServer()
+				return err
+			}
+		}
+		if rerr != nil && !done {
+			if kind == h1.CloseDelimited {
+				break
+			}
+			return x.brokenResponse(rerr)
+		}
+	}
+	reuse := kind != h1.CloseDelimited && x.resp.KeepAlive && x.reqBodySent && !extra
+	x.doneServer(reuse)
+	return nil
+}
+
+// brokenResponse handles a server failure after the head was relayed: the
+// client connection cannot carry on, as its response is cut short.
+func (x *exchange) brokenResponse(err error) error {
+	x.srv.counters.RespErrors.Add(1)
+	x.be.counters.RespErrors.Add(1)
+	x.keepClient = false
+	x.dropServer()
+	return err
+}
+
+// writeClient writes to the client and counts the bytes.
+func (x *exchange) writeClient(p []byte) error {
+	n, err := x.cn.c.Write(p)
+	x.fe.counters.BytesOut.Add(int64(n))
+	x.be.counters.BytesOut.Add(int64(n))
+	if x.srv != nil {
+		x.srv.counters.BytesOut.Add(int64(n))
+	}
+	if err != nil {
+		x.keepClient = false
+		return errClientSide
+	}
+	return nil
+}
+
+// writeRequestHead appends the request head as the server gets it:
+// hop-by-hop fields dropped, Expect answered by the proxy, the client's
+// address added.
+func (x *exchange) writeRequestHead(b []byte) []byte {
+	req := &x.req
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.Target...)
+	if req.Minor == 0 {
+		b = append(b, " HTTP/1.0\r\n"...)
+	} else {
+		b = append(b, " HTTP/1.1\r\n"...)
+	}
+	for _, h := range req.Headers {
+		switch {
+		case h1.EqualFold(h.Name, "transfer-encoding"):
+			// Validated to be exactly chunked; the body passes verbatim.
+		case h1.EqualFold(h.Name, "upgrade"):
+			if !req.Upgrade {
+				continue
+			}
+		case h1.EqualFold(h.Name, "expect"):
+			continue
+		case req.IsHopByHop(h.Name):
+			continue
+		}
+		b = appendHeader(b, h.Name, h.Value)
+	}
+	if req.Upgrade {
+		b = append(b, "Connection: upgrade\r\n"...)
+	} else if req.Minor == 0 {
+		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	ip := x.cn.src.Addr().Unmap()
+	if x.fe.xff {
+		b = append(b, "X-Forwarded-For: "...)
+		b = ip.AppendTo(b)
+		b = append(b, "\r\n"...)
+	}
+	if x.fe.fwd {
+		b = append(b, "Forwarded: for="...)
+		if ip.Is6() {
+			b = append(b, "\"["...)
+			b = ip.AppendTo(b)
+			b = append(b, "]\""...)
+		} else {
+			b = ip.AppendTo(b)
+		}
+		b = append(b, ";proto=http\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// writeResponseHead appends the response head as the client gets it.
+func (x *exchange) writeResponseHead(b []byte) []byte {
+	resp := &x.resp
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(resp.Status), 10)
+	b = append(b, ' ')
+	b = append(b, resp.Reason...)
+	b = append(b, "\r\n"...)
+	upgrade := resp.Status == 101
+	for _, h := range resp.Headers {
+		switch {
+		case h1.EqualFold(h.Name, "transfer-encoding"):
+		case h1.EqualFold(h.Name, "upgrade"):
+			if !upgrade {
+				continue
+			}
+		case resp.IsHopByHop(h.Name):
+			continue
+		}
+		b = appendHeader(b, h.Name, h.Value)
+	}
+	switch {
+	case upgrade:
+		b = append(b, "Connection: upgrade\r\n"...)
+	case !x.keepClient:
+		b = append(b, "Connection: close\r\n"...)
+	case x.req.Minor == 0:
+		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+func appendHeader(b, name, value []byte) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, value...)
+	return append(b, "\r\n"...)
+}
+
+// upgrade relays a 101 response and turns the exchange into a tunnel.
+func (x *exchange) upgrade(headLen int) error {
+	x.keepClient = false
+	if !x.req.Upgrade {
+		return x.brokenResponse(errors.New("101 without an upgrade request"))
+	}
+	out := x.writeResponseHead((*x.out)[:0])
+	rest := x.sr + headLen
+	out = append(out, (*x.sin)[rest:x.sw]...)
+	if err := x.writeClient(out); err != nil {
+		x.dropServer()
+		return err
+	}
+	// Bytes the client sent after the request are the tunnel's first.
+	if x.r < x.w {
+		if _, err := x.sc.Write((*x.in)[x.r:x.w]); err != nil {
+			x.dropServer()
+			return err
+		}
+		x.r = x.w
+	}
+	x.releaseServerSide()
+	x.releaseIn()
+	pipe(x.cn, x.sc, x.be.t.Tunnel.D(), x.fe.bufs, x.fe.counters, x.srv.counters)
+	x.dropServer()
+	return errors.New("tunnel closed")
+}

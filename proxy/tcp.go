@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// serveTCP proxies a TCP-mode connection: pick a server, connect (with
+// retries and redispatch), then copy both ways with half-close.
+func (cn *conn) serveTCP(fe *frontend) {
+	x := &exchange{cn: cn, fe: fe, be: fe.backend}
+	x.be.counters.sessionStart()
+	defer x.be.counters.sessionEnd()
+	var br = x.balanceRequest()
+	skip, attempt := -1, 0
+	if status := x.connect(br, &skip, &attempt); status != 0 {
+		return // HAProxy closes a TCP client it cannot serve
+	}
+	idle := fe.t.Tunnel.D()
+	if idle == 0 {
+		idle = max(fe.t.Client.D(), x.be.t.Server.D())
+	}
+	pipe(cn, x.sc, idle, fe.bufs, fe.counters, x.srv.counters)
+	x.dropServer()
+}
+
+// pipe copies client→server and server→client until both directions end,
+// closing each write side when its read side reaches EOF. A direction idle
+// for longer than idle ends the tunnel.
+func pipe(cn *conn, sc *serverConn, idle time.Duration, bufs *bufPool, fc, sc2 *Counters) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	up := halfPipe{src: cn.c, srcRC: cn.rc, dst: sc.TCPConn, idle: idle, bufs: bufs}
+	down := halfPipe{src: sc.TCPConn, srcRC: sc.rc, dst: cn.c, idle: idle, bufs: bufs}
+	go func() {
+		defer wg.Done()
+		n := up.run()
+		fc.BytesIn.Add(n)
+		sc2.BytesIn.Add(n)
+	}()
+	n := down.run()
+	fc.BytesOut.Add(n)
+	sc2.BytesOut.Add(n)
+	wg.Wait()
+}
+
+type halfPipe struct {
+	src, dst *net.TCPConn
+	srcRC    syscall.RawConn
+	idle     time.Duration
+	bufs     *bufPool
+	peekErr  error
+}
+
+// run copies until EOF or an error. It holds a buffer only while bytes are
+// moving: between bursts it waits for readiness with none.
+func (h *halfPipe) run() int64 {
+	var total int64
+	peek := func(fd uintptr) bool {
+		var b [1]byte
+		done, err := peekFD(fd, &b)
+		h.peekErr = err
+		return done
+	}
+	defer func() {
+		// Tell the other side we are done, and unblock the other direction
+		// when this one failed.
+		h.dst.CloseWrite()
+	}()
+	for {
+		h.src.SetReadDeadline(time.Now().Add(h.idle))
+		if err := h.srcRC.Read(peek); err != nil {
+			h.abort()
+			return total
+		}
+		if h.peekErr != nil && !errors.Is(h.peekErr, io.EOF) {
+			h.abort()
+			return total
+		}
+		buf := h.bufs.get()
+		n, err := h.src.Read(*buf)
+		if n > 0 {
+			h.dst.SetWriteDeadline(time.Now().Add(h.idle))
+			if _, werr := h.dst.Write((*buf)[:n]); werr != nil {
+				h.bufs.put(buf)
+				h.abort()
+				return total
+			}
+			total += int64(n)
+		}
+		h.bufs.put(buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				h.abort()
+			}
+			return total
+		}
+	}
+}
+
+// abort ends both directions after a failure or an idle timeout.
+func (h *halfPipe) abort() {
+	h.src.SetDeadline(time.Unix(1, 0))
+	h.dst.SetDeadline(time.Unix(1, 0))
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# deps.sh test|bench: installs the Debian packages that a target needs, if a
+# command is missing. CI and a fresh machine start with none of them.
+set -euo pipefail
+need=()
+want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+case ${1:-test} in
+test)
+	want curl curl
+	want ip iproute2
+	;;
+bench)
+	want haproxy haproxy
+	want nginx nginx
+	want wrk wrk
+	want openssl openssl
+	want curl curl
+	want taskset util-linux
+	want ss iproute2
+	;;
+*) echo "deps.sh: unknown target $1" >&2; exit 2 ;;
+esac
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "deps.sh: Go is not installed (want /usr/local/go)" >&2; exit 1; }
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "deps.sh: missing packages ${need[*]}; run as root or install them" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
