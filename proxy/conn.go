@@ -28,6 +28,7 @@ type conn struct {
 	rc    syscall.RawConn
 	l     *listener
 	sem   semaphore // the frontend semaphore this connection holds a slot of
+	gsem  semaphore // and the process-wide one
 	src   netip.AddrPort
 	state atomic.Int32
 
@@ -35,15 +36,15 @@ type conn struct {
 	peekErr error
 }
 
-func (e *Engine) startConn(l *listener, fe *frontend, c *net.TCPConn) {
+func (e *Engine) startConn(l *listener, fe *frontend, global semaphore, c *net.TCPConn) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		c.Close()
 		release(fe.sem)
-		release(e.global)
+		release(global)
 		return
 	}
-	cn := &conn{eng: e, c: c, rc: rc, l: l, sem: fe.sem}
+	cn := &conn{eng: e, c: c, rc: rc, l: l, sem: fe.sem, gsem: global}
 	cn.peekFn = cn.peek
 	if ap, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		cn.src = ap.AddrPort()
@@ -75,7 +76,7 @@ func (cn *conn) serve(fe *frontend) {
 func (cn *conn) finish() {
 	cn.c.Close()
 	release(cn.sem)
-	release(cn.eng.global)
+	release(cn.gsem)
 	cn.eng.connMu.Lock()
 	delete(cn.eng.conns, cn)
 	cn.eng.connMu.Unlock()

@@ -24,7 +24,7 @@ type Engine struct {
 	applyMu   sync.Mutex // serialises Apply and Shutdown
 	rt        atomic.Pointer[runtime]
 	listeners map[string]*listener
-	global    semaphore
+	global    atomic.Pointer[semaphore] // global.maxconn; nil: unlimited
 	globalMax int
 
 	connMu   sync.Mutex
@@ -89,10 +89,13 @@ func (e *Engine) Apply(cfg *state.Config) error {
 		}
 	}
 	if cfg.Global.MaxConn != e.globalMax {
-		e.global = nil
+		// Connections keep releasing to the semaphore they took a slot of.
+		var g *semaphore
 		if cfg.Global.MaxConn > 0 {
-			e.global = make(semaphore, cfg.Global.MaxConn)
+			s := make(semaphore, cfg.Global.MaxConn)
+			g = &s
 		}
+		e.global.Store(g)
 		e.globalMax = cfg.Global.MaxConn
 	}
 	e.rt.Store(rt)
@@ -227,4 +230,12 @@ func (e *Engine) bufPool(size int) *bufPool {
 		e.bufPools[size] = p
 	}
 	return p
+}
+
+// globalSem returns the process-wide connection semaphore (nil: unlimited).
+func (e *Engine) globalSem() semaphore {
+	if g := e.global.Load(); g != nil {
+		return *g
+	}
+	return nil
 }

@@ -18,11 +18,12 @@ var errRetryable = errors.New("reused server connection closed")
 // reports whether the client connection is still in a state to go on.
 func (x *exchange) forward() bool {
 	cn := x.cn
-	cn.c.SetDeadline(time.Now().Add(x.fe.t.Client.D()))
+	x.cliAt = time.Now()
+	cn.c.SetDeadline(x.cliAt.Add(x.fe.t.Client.D()))
 	breq := x.balanceRequest()
-	skip := -1
-	for attempt := 0; ; {
-		status := x.connect(breq, &skip, &attempt)
+	at := attempts{skip: -1, same: -1}
+	for {
+		status := x.connect(breq, &at)
 		if status != 0 {
 			return x.fail(status)
 		}
@@ -77,13 +78,23 @@ func (x *exchange) header(name string) []byte {
 	return nil
 }
 
+// attempts is the retry state of one request's connects.
+type attempts struct {
+	n    int // retries made
+	skip int // server to avoid (redispatch), or -1
+	same int // server to retry (no redispatch), or -1
+}
+
 // connect picks a server, waits for a slot on it and gets a connection,
-// retrying refused connects (`retries`) and moving to another server with
-// `redispatch`. It returns 0 or the status to answer.
-func (x *exchange) connect(breq *balance.Request, skip, attempt *int) int {
+// retrying refused connects (`retries`) on the same server; with
+// `redispatch` the last retry goes to another server. It returns 0 or the status to answer.
+func (x *exchange) connect(breq *balance.Request, at *attempts) int {
 	be := x.be
 	for {
-		i := be.bal.Pick(breq, be, *skip)
+		i := at.same
+		if i < 0 {
+			i = be.bal.Pick(breq, be, at.skip)
+		}
 		if i < 0 {
 			return 503
 		}
@@ -113,16 +124,20 @@ func (x *exchange) connect(breq *balance.Request, skip, attempt *int) int {
 		s.counters.ConnErrors.Add(1)
 		be.counters.ConnErrors.Add(1)
 		x.releaseServer()
-		if *attempt >= be.retries {
+		if at.n >= be.retries {
 			return 503
 		}
-		*attempt++
+		at.n++
 		be.counters.Retries.Add(1)
 		s.counters.Retries.Add(1)
-		if be.redispatch {
-			*skip = i
+		if be.redispatch && at.n == be.retries {
+			// HAProxy's default `option redispatch`: the last retry goes to
+			// another server.
+			at.skip, at.same = i, -1
 			be.counters.Redispatches.Add(1)
 			s.counters.Redispatches.Add(1)
+		} else {
+			at.same = i
 		}
 	}
 }
@@ -167,7 +182,8 @@ func (x *exchange) doneServer(reuse bool) {
 func (x *exchange) exchangeOnce() error {
 	sc := x.sc
 	srv := x.srv
-	sc.SetDeadline(time.Now().Add(x.be.t.Server.D()))
+	x.srvAt = time.Now()
+	sc.SetDeadline(x.srvAt.Add(x.be.t.Server.D()))
 	if err := x.sendRequest(); err != nil {
 		if errors.Is(err, errRetryable) {
 			return err
@@ -196,7 +212,9 @@ func (x *exchange) sendRequest() error {
 	if x.sc.reused && kind != h1.NoBody && x.sc.closedByPeer() {
 		return errRetryable
 	}
-	x.out = x.fe.bufs.get()
+	if x.out == nil {
+		x.out = x.fe.bufs.get()
+	}
 	out := x.writeRequestHead((*x.out)[:0])
 	x.r = x.headStart + req.HeadLen
 	if req.Expect100 && kind != h1.NoBody && x.r == x.w {
@@ -237,6 +255,9 @@ func (x *exchange) sendRequest() error {
 		if x.r == x.w {
 			x.r, x.w = 0, 0
 		}
+		now := time.Now()
+		x.touchClient(now)
+		x.touchServer(now)
 		m, err := x.cn.c.Read((*x.in)[x.w:])
 		x.w += m
 		x.fe.counters.BytesIn.Add(int64(m))
@@ -323,4 +344,21 @@ func ioErr(err error) int {
 func (x *exchange) countSent(n int) {
 	x.srv.counters.BytesIn.Add(int64(n))
 	x.be.counters.BytesIn.Add(int64(n))
+}
+
+// touchClient and touchServer push the client's or the server's deadline
+// forward while data moves, so that timeouts measure inactivity, as
+// HAProxy's do. They re-arm at most every eighth of the timeout.
+func (x *exchange) touchClient(now time.Time) {
+	if d := x.fe.t.Client.D(); now.Sub(x.cliAt) > d/8 {
+		x.cn.c.SetDeadline(now.Add(d))
+		x.cliAt = now
+	}
+}
+
+func (x *exchange) touchServer(now time.Time) {
+	if d := x.be.t.Server.D(); now.Sub(x.srvAt) > d/8 {
+		x.sc.SetDeadline(now.Add(d))
+		x.srvAt = now
+	}
 }

@@ -26,7 +26,9 @@ type exchange struct {
 	req  h1.Request
 	resp h1.Response
 
-	headStart   int // where the request head begins in in
+	headStart   int       // where the request head begins in in
+	cliAt       time.Time // when the client's deadline was last pushed
+	srvAt       time.Time // and the server's
 	isHead      bool
 	keepClient  bool
 	reqBodySent bool

@@ -63,17 +63,18 @@ func (l *listener) serve() {
 	backoff := 5 * time.Millisecond
 	for {
 		fe := l.fe.Load()
-		if !acquire(l.eng.global, l.done) {
+		global := l.eng.globalSem()
+		if !acquire(global, l.done) {
 			return
 		}
 		if !acquire(fe.sem, l.done) {
-			release(l.eng.global)
+			release(global)
 			return
 		}
 		c, err := l.ln.AcceptTCP()
 		if err != nil {
 			release(fe.sem)
-			release(l.eng.global)
+			release(global)
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -88,7 +89,7 @@ func (l *listener) serve() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		l.eng.startConn(l, fe, c)
+		l.eng.startConn(l, fe, global, c)
 	}
 }
 

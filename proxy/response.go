@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"strconv"
+	"time"
 
 	"github.com/fulcrum-lb/fulcrum/proxy/h1"
 )
@@ -60,8 +62,10 @@ func (x *exchange) relayResponse() error {
 		return x.upgrade(n)
 	}
 	kind := x.resp.BodyKind(x.req.Method)
-	if kind == h1.CloseDelimited {
-		x.keepClient = false // the end of the body is the close
+	if kind == h1.CloseDelimited || x.cn.eng.stopping.Load() {
+		// The end of the body is the close; or the process is stopping and
+		// tells the client so.
+		x.keepClient = false
 	}
 	bodyStart := x.sr + n
 	out := x.writeResponseHead((*x.out)[:0])
@@ -88,6 +92,9 @@ func (x *exchange) relayResponse() error {
 	}
 	extra := x.sw > bodyStart+m
 	for !done {
+		now := time.Now()
+		x.touchServer(now)
+		x.touchClient(now)
 		k, rerr := sc.Read(buf)
 		if k > 0 {
 			m, done, err = body.take(buf[:k])
@@ -101,7 +108,7 @@ func (x *exchange) relayResponse() error {
 			}
 		}
 		if rerr != nil && !done {
-			if kind == h1.CloseDelimited {
+			if kind == h1.CloseDelimited && errors.Is(rerr, io.EOF) {
 				break
 			}
 			return x.brokenResponse(rerr)
@@ -117,6 +124,12 @@ func (x *exchange) relayResponse() error {
 func (x *exchange) brokenResponse(err error) error {
 	x.srv.counters.RespErrors.Add(1)
 	x.be.counters.RespErrors.Add(1)
+	if isTimeout(err) {
+		x.be.counters.Timeouts.Add(1)
+	}
+	// Reset rather than close, so that the client cannot take a cut
+	// close-delimited body for a whole one.
+	x.cn.c.SetLinger(0)
 	x.keepClient = false
 	x.dropServer()
 	return err
@@ -152,8 +165,8 @@ func (x *exchange) writeRequestHead(b []byte) []byte {
 	}
 	for _, h := range req.Headers {
 		switch {
-		case h1.EqualFold(h.Name, "transfer-encoding"):
-			// Validated to be exactly chunked; the body passes verbatim.
+		case h1.EqualFold(h.Name, "transfer-encoding"), h1.EqualFold(h.Name, "content-length"):
+			continue // written once below, in canonical form
 		case h1.EqualFold(h.Name, "upgrade"):
 			if !req.Upgrade {
 				continue
@@ -165,6 +178,7 @@ func (x *exchange) writeRequestHead(b []byte) []byte {
 		}
 		b = appendHeader(b, h.Name, h.Value)
 	}
+	b = appendFraming(b, req.Chunked, req.ContentLength)
 	if req.Upgrade {
 		b = append(b, "Connection: upgrade\r\n"...)
 	} else if req.Minor == 0 {
@@ -201,7 +215,8 @@ func (x *exchange) writeResponseHead(b []byte) []byte {
 	upgrade := resp.Status == 101
 	for _, h := range resp.Headers {
 		switch {
-		case h1.EqualFold(h.Name, "transfer-encoding"):
+		case h1.EqualFold(h.Name, "transfer-encoding"), h1.EqualFold(h.Name, "content-length"):
+			continue // written once below, in canonical form
 		case h1.EqualFold(h.Name, "upgrade"):
 			if !upgrade {
 				continue
@@ -210,6 +225,11 @@ func (x *exchange) writeResponseHead(b []byte) []byte {
 			continue
 		}
 		b = appendHeader(b, h.Name, h.Value)
+	}
+	if resp.Status >= 200 && resp.Status != 204 {
+		// Content-Length stays even on HEAD and 304 answers, where it tells
+		// the size the body would have.
+		b = appendFraming(b, resp.Chunked, resp.ContentLength)
 	}
 	switch {
 	case upgrade:
@@ -255,4 +275,18 @@ func (x *exchange) upgrade(headLen int) error {
 	pipe(x.cn, x.sc, x.be.t.Tunnel.D(), x.fe.bufs, x.fe.counters, x.srv.counters)
 	x.dropServer()
 	return errors.New("tunnel closed")
+}
+
+// appendFraming writes the body framing of a message whose parsed framing
+// was validated: chunked, or a Content-Length (>= 0), or none.
+func appendFraming(b []byte, chunked bool, length int64) []byte {
+	switch {
+	case chunked:
+		return append(b, "Transfer-Encoding: chunked\r\n"...)
+	case length >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, length, 10)
+		return append(b, "\r\n"...)
+	}
+	return b
 }

@@ -16,8 +16,8 @@ func (cn *conn) serveTCP(fe *frontend) {
 	x.be.counters.sessionStart()
 	defer x.be.counters.sessionEnd()
 	var br = x.balanceRequest()
-	skip, attempt := -1, 0
-	if status := x.connect(br, &skip, &attempt); status != 0 {
+	at := attempts{skip: -1, same: -1}
+	if status := x.connect(br, &at); status != 0 {
 		return // HAProxy closes a TCP client it cannot serve
 	}
 	idle := fe.t.Tunnel.D()
