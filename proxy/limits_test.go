@@ -32,13 +32,14 @@ backends:
 			t.Fatalf("request %d: %d %q %v", i, status, body, err)
 		}
 	}
-	bs := backendStats(t, e, "app")
-	if bs.Retries == 0 || bs.Redispatches == 0 || bs.ConnErrors == 0 {
-		t.Errorf("backend wretr=%d wredis=%d econ=%d, want all > 0", bs.Retries, bs.Redispatches, bs.ConnErrors)
-	}
-	if bs.Resp2xx != 20 || bs.Resp5xx != 0 {
-		t.Errorf("backend hrsp_2xx=%d hrsp_5xx=%d, want 20 and 0", bs.Resp2xx, bs.Resp5xx)
-	}
+	eventually(t, 2*time.Second, func() string {
+		bs := backendStats(t, e, "app")
+		if bs.Retries == 0 || bs.Redispatches == 0 || bs.ConnErrors == 0 || bs.Resp2xx != 20 || bs.Resp5xx != 0 {
+			return fmt.Sprintf("backend wretr=%d wredis=%d econ=%d hrsp_2xx=%d hrsp_5xx=%d, want the first three > 0, 20 and 0",
+				bs.Retries, bs.Redispatches, bs.ConnErrors, bs.Resp2xx, bs.Resp5xx)
+		}
+		return ""
+	})
 }
 
 // TestRetryWithoutRedispatch: without redispatch a refused connect is
@@ -56,13 +57,14 @@ backends:
 		if err != nil || status != 503 {
 			t.Fatalf("got %d %v, want 503", status, err)
 		}
-		bs := backendStats(t, e, "app")
-		if bs.ConnErrors != 3 || bs.Retries != 2 || bs.Redispatches != 0 {
-			t.Errorf("backend econ=%d wretr=%d wredis=%d, want econ=3 (retries+1) wretr=2 wredis=0", bs.ConnErrors, bs.Retries, bs.Redispatches)
-		}
-		if bs.Resp5xx != 1 {
-			t.Errorf("backend hrsp_5xx=%d, want 1", bs.Resp5xx)
-		}
+		eventually(t, 2*time.Second, func() string {
+			bs := backendStats(t, e, "app")
+			if bs.ConnErrors != 3 || bs.Retries != 2 || bs.Redispatches != 0 || bs.Resp5xx != 1 {
+				return fmt.Sprintf("backend econ=%d wretr=%d wredis=%d hrsp_5xx=%d, want econ=3 (retries+1) wretr=2 wredis=0 hrsp_5xx=1",
+					bs.ConnErrors, bs.Retries, bs.Redispatches, bs.Resp5xx)
+			}
+			return ""
+		})
 	})
 	t.Run("refusing and live server", func(t *testing.T) {
 		// Round-robin sends the first request to "dead". Without redispatch
@@ -175,10 +177,13 @@ backends:
 					t.Fatalf("request %d never answered", i+1)
 				}
 			}
-			ss := serverStats(t, e, "app", "s1")
-			if ss.QueueCur != 0 || ss.QueueMax != 1 || ss.MaxSessions != 1 {
-				t.Errorf("server qcur=%d qmax=%d smax=%d, want 0 1 1", ss.QueueCur, ss.QueueMax, ss.MaxSessions)
-			}
+			eventually(t, 2*time.Second, func() string {
+				ss := serverStats(t, e, "app", "s1")
+				if ss.QueueCur != 0 || ss.QueueMax != 1 || ss.MaxSessions != 1 || ss.Resp2xx != 2 {
+					return fmt.Sprintf("server qcur=%d qmax=%d smax=%d hrsp_2xx=%d, want 0 1 1 2", ss.QueueCur, ss.QueueMax, ss.MaxSessions, ss.Resp2xx)
+				}
+				return ""
+			})
 		})
 	}
 }

@@ -54,6 +54,8 @@ type halfPipe struct {
 	idle     time.Duration
 	bufs     *bufPool
 	peekErr  error
+	readAt   time.Time // when the read deadline was last pushed
+	writeAt  time.Time // and the write deadline
 }
 
 // run copies until EOF or an error. It holds a buffer only while bytes are
@@ -72,7 +74,12 @@ func (h *halfPipe) run() int64 {
 		h.dst.CloseWrite()
 	}()
 	for {
-		h.src.SetReadDeadline(time.Now().Add(h.idle))
+		// Deadlines measure inactivity; re-arm them at most every idle/8.
+		now := time.Now()
+		if now.Sub(h.readAt) > h.idle/8 {
+			h.src.SetReadDeadline(now.Add(h.idle))
+			h.readAt = now
+		}
 		if err := h.srcRC.Read(peek); err != nil {
 			h.abort()
 			return total
@@ -84,7 +91,10 @@ func (h *halfPipe) run() int64 {
 		buf := h.bufs.get()
 		n, err := h.src.Read(*buf)
 		if n > 0 {
-			h.dst.SetWriteDeadline(time.Now().Add(h.idle))
+			if now := time.Now(); now.Sub(h.writeAt) > h.idle/8 {
+				h.dst.SetWriteDeadline(now.Add(h.idle))
+				h.writeAt = now
+			}
 			if _, werr := h.dst.Write((*buf)[:n]); werr != nil {
 				h.bufs.put(buf)
 				h.abort()

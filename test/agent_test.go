@@ -390,13 +390,19 @@ func startSlowBackend(t *testing.T, d time.Duration) string {
 }
 
 func TestVersionFromBuild(t *testing.T) {
-	out, err := exec.Command(binary(t), "version").CombinedOutput()
+	bin, want := os.Getenv("FULCRUM_BIN"), os.Getenv("FULCRUM_VERSION")
+	if bin == "" || want == "" {
+		// No binary from `make`: build one the way the Makefile does.
+		want = "v9.9.9-e2e"
+		bin = filepath.Join(t.TempDir(), "fulcrum")
+		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+want, "-o", bin, "../cmd/fulcrum")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, b)
+		}
+	}
+	out, err := exec.Command(bin, "version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("version: %v\n%s", err, out)
-	}
-	want := os.Getenv("FULCRUM_VERSION")
-	if want == "" {
-		t.Skip("FULCRUM_VERSION not set (make test sets it from git describe)")
 	}
 	if !strings.Contains(string(out), want) {
 		t.Errorf("version printed %q, want it to contain %q", out, want)
