@@ -60,6 +60,9 @@ type server struct {
 // Usable implements balance.Load.
 func (b *backend) Usable(i int) bool { return true }
 
+// Weight implements balance.Load: the server's current effective weight.
+func (b *backend) Weight(i int) int { return b.servers[i].def.EffectiveWeight() }
+
 // Active implements balance.Load.
 func (b *backend) Active(i int) int64 { return b.servers[i].limit.load() }
 
