@@ -81,6 +81,9 @@ type Backend struct {
 	Redispatch *bool     `yaml:"redispatch" json:"redispatch"`
 	Timeouts   *Timeouts `yaml:"timeouts" json:"timeouts,omitempty"`
 	Servers    []Server  `yaml:"servers" json:"servers"`
+	// HealthCheck is how servers with check: true are checked (see
+	// ServerCheck); nil: a plain tcp check.
+	HealthCheck *HealthCheck `yaml:"health_check" json:"health_check,omitempty"`
 }
 
 // Server is one member of a backend.
@@ -92,6 +95,17 @@ type Server struct {
 	Weight  *int `yaml:"weight" json:"weight"`
 	MaxConn int  `yaml:"maxconn" json:"maxconn"`
 	Backup  bool `yaml:"backup" json:"backup"`
+	// Check enables active health checks (HAProxy's `check`).
+	Check bool `yaml:"check" json:"check"`
+	// Slowstart ramps the weight up over this window after the server
+	// comes UP.
+	Slowstart Duration `yaml:"slowstart" json:"slowstart,omitempty"`
+	// AgentPort enables an agent check on this port, every AgentInterval
+	// (default: the check interval).
+	AgentPort     int      `yaml:"agent_port" json:"agent_port,omitempty"`
+	AgentInterval Duration `yaml:"agent_interval" json:"agent_interval,omitempty"`
+	// HealthCheck overrides fields of the backend's health_check.
+	HealthCheck *HealthCheck `yaml:"health_check" json:"health_check,omitempty"`
 }
 
 // EffectiveWeight is the server's weight with the default applied.

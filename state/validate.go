@@ -137,6 +137,7 @@ func (c *Config) ApplyDefaults() {
 				b.Servers[j].Weight = ptr(1)
 			}
 		}
+		b.applyHealthDefaults()
 	}
 }
 
@@ -305,6 +306,7 @@ func validateBackend(es *Errors, p string, b Backend) {
 			es.add(sp+".maxconn", "must not be negative")
 		}
 	}
+	validateHealth(es, p, b)
 }
 
 func validName(s string) bool {
