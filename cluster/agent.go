@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/health"
 	"github.com/fulcrum-lb/fulcrum/proxy"
 	"github.com/fulcrum-lb/fulcrum/state"
 )
@@ -102,6 +103,8 @@ type Agent struct {
 	// engine is created by Run (it owns goroutines) and set before the
 	// admin API starts.
 	engine atomic.Pointer[proxy.Engine]
+	// monitor checks the servers; created by Run with the engine.
+	monitor atomic.Pointer[health.Monitor]
 
 	// mu serialises the loads of the proxy config and guards phase.
 	mu      sync.Mutex
@@ -148,10 +151,31 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	engine := proxy.New(a.log.With("component", "proxy"))
 	a.engine.Store(engine)
+	mon, err := health.New(rc.Config, health.Options{
+		Logger: a.log.With("component", "health"),
+		// on_marked_down: shutdown-sessions (a no-op for other servers).
+		OnVerdict: func(backend, server string, up bool) {
+			if !up {
+				engine.ShutdownSessions(backend, server)
+			}
+		},
+	})
+	if err != nil {
+		a.mu.Unlock()
+		a.shutdownEngine(ctx, rc)
+		return &ApplyError{Source: rc.Source, Err: err}
+	}
+	a.monitor.Store(mon)
+	engine.SetHealth(mon)
 	if err := engine.Apply(rc.Config); err != nil {
 		a.mu.Unlock()
 		a.shutdownEngine(ctx, rc)
 		return &ApplyError{Source: rc.Source, Err: err}
+	}
+	if err := mon.Start(context.WithoutCancel(ctx)); err != nil {
+		a.mu.Unlock()
+		a.shutdownEngine(ctx, rc)
+		return fmt.Errorf("health checks: %w", err)
 	}
 	a.running.Store(rc)
 	admin, err := listenAdmin(a, a.cfg.Admin.Socket)
@@ -206,6 +230,11 @@ func (a *Agent) shutdownEngine(ctx context.Context, rc *RunningConfig) {
 	if err := a.engine.Load().Shutdown(sctx); err != nil {
 		a.log.Warn("proxy shutdown", "err", err)
 	}
+	if m := a.monitor.Load(); m != nil {
+		if err := m.Close(); err != nil {
+			a.log.Warn("health monitor close", "err", err)
+		}
+	}
 }
 
 // Reload re-reads the proxy config file and, if it is valid, swaps it in;
@@ -226,7 +255,18 @@ func (a *Agent) Reload() error {
 	if err != nil {
 		return err
 	}
+	// Health first: the engine reads verdicts of the new servers as soon
+	// as it runs the new config.
+	mon := a.monitor.Load()
+	if err := mon.Update(rc.Config); err != nil {
+		err = &ApplyError{Source: rc.Source, Err: err}
+		a.log.Error("reload refused, running config kept", "err", err)
+		return err
+	}
 	if err := a.engine.Load().Apply(rc.Config); err != nil {
+		if uerr := mon.Update(a.running.Load().Config); uerr != nil {
+			a.log.Error("health checks not restored", "err", uerr)
+		}
 		err = &ApplyError{Source: rc.Source, Err: err}
 		a.log.Error("reload refused, running config kept", "err", err)
 		return err
@@ -282,12 +322,42 @@ func (a *Agent) refuse(e *ConfigError, startup bool) error {
 // has loaded one.
 func (a *Agent) RunningConfig() *RunningConfig { return a.running.Load() }
 
-// Stats returns the engine's counters (none before Run).
+// Stats returns the engine's counters with each server's health (none
+// before Run).
 func (a *Agent) Stats() proxy.Stats {
-	if e := a.engine.Load(); e != nil {
-		return e.Stats()
+	e := a.engine.Load()
+	if e == nil {
+		return proxy.Stats{Frontends: []proxy.FrontendStats{}, Backends: []proxy.BackendStats{}}
 	}
-	return proxy.Stats{Frontends: []proxy.FrontendStats{}, Backends: []proxy.BackendStats{}}
+	st := e.Stats()
+	if m := a.monitor.Load(); m != nil {
+		addHealth(&st, m)
+	}
+	return st
+}
+
+// addHealth fills in each server's state and last check from the monitor.
+func addHealth(st *proxy.Stats, m *health.Monitor) {
+	for i := range st.Backends {
+		b := &st.Backends[i]
+		for j := range b.Servers {
+			s := &b.Servers[j]
+			hs, ok := m.Status(b.Name, s.Name)
+			if !ok {
+				continue
+			}
+			s.Status = hs.State.String()
+			s.Weight = hs.Weight
+			s.LastChangeSec = int64(hs.SinceChange.Seconds())
+			s.ChkFail, s.ChkDown = hs.ChkFail, hs.ChkDown
+			if hs.Checked && !hs.LastCheck.IsZero() {
+				s.CheckStatus = string(hs.Last.Status)
+				s.CheckCode = hs.Last.Code
+				s.CheckDurationMs = hs.Last.Duration.Milliseconds()
+				s.CheckDesc = hs.Last.Reason
+			}
+		}
+	}
 }
 
 // Health reports the agent's liveness.

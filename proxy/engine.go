@@ -34,6 +34,7 @@ type Engine struct {
 	stopCh   chan struct{} // closed when Shutdown begins
 
 	bufPools map[int]*bufPool // by buffer size; guarded by applyMu
+	health   Health           // guarded by applyMu
 
 	janitorStop chan struct{}
 	janitorDone chan struct{}
@@ -65,7 +66,7 @@ func (e *Engine) Apply(cfg *state.Config) error {
 		return errors.New("engine is stopping")
 	}
 	prev := e.rt.Load()
-	rt, err := compile(cfg, prev, e.bufPool)
+	rt, err := compile(cfg, prev, e.health, e.bufPool)
 	if err != nil {
 		return fmt.Errorf("compile config: %w", err)
 	}

@@ -112,6 +112,7 @@ func (x *exchange) connect(breq *balance.Request, at *attempts) int {
 		s.counters.sessionStart()
 		if sc := s.pool.get(time.Now()); sc != nil {
 			x.sc = sc
+			s.sessions.add(sc)
 			return 0
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), be.t.Connect.D())
@@ -119,10 +120,12 @@ func (x *exchange) connect(breq *balance.Request, at *attempts) int {
 		cancel()
 		if err == nil {
 			x.sc = sc
+			s.sessions.add(sc)
 			return 0
 		}
 		s.counters.ConnErrors.Add(1)
 		be.counters.ConnErrors.Add(1)
+		be.observeConnectFailure(s)
 		x.releaseServer()
 		if at.n >= be.retries {
 			return 503
@@ -156,6 +159,7 @@ func (x *exchange) releaseServer() {
 // dropServer closes the server connection and releases its slot.
 func (x *exchange) dropServer() {
 	if x.sc != nil {
+		x.srv.sessions.remove(x.sc)
 		x.sc.Close()
 		x.sc = nil
 	}
@@ -165,6 +169,7 @@ func (x *exchange) dropServer() {
 // doneServer returns a reusable server connection to its pool.
 func (x *exchange) doneServer(reuse bool) {
 	if x.sc != nil {
+		x.srv.sessions.remove(x.sc)
 		if reuse {
 			x.sc.pool.put(x.sc, time.Now())
 		} else {
@@ -195,6 +200,7 @@ func (x *exchange) exchangeOnce() error {
 		}
 		srv.counters.RespErrors.Add(1)
 		x.be.counters.RespErrors.Add(1)
+		x.be.observeStatus(srv, 502)
 		x.dropServer()
 		x.fail(502)
 		return err

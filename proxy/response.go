@@ -42,6 +42,7 @@ func (x *exchange) relayResponse() error {
 			srv.counters.RespErrors.Add(1)
 			be.counters.RespErrors.Add(1)
 			srv.counters.status(status)
+			be.observeStatus(srv, status)
 			x.dropServer()
 			x.fail(status)
 			return err
@@ -58,6 +59,7 @@ func (x *exchange) relayResponse() error {
 	}
 	x.status = x.resp.Status
 	srv.counters.status(x.status)
+	be.observeStatus(srv, x.status)
 	if x.resp.Status == 101 {
 		return x.upgrade(n)
 	}

@@ -43,6 +43,7 @@ type backend struct {
 	counters   *Counters
 	hdrName    string // hdr(NAME) balancing
 	needsHTTP  bool
+	health     Health // nil: every server usable at its configured weight
 }
 
 // server is one backend member. Its pool, limiter and counters are carried
@@ -55,25 +56,17 @@ type server struct {
 	limit    *limiter
 	pool     *pool
 	counters *Counters
+	sessions *sessionSet // connections in use, kept only for shutdown-sessions
 }
-
-// Usable implements balance.Load.
-func (b *backend) Usable(i int) bool { return true }
-
-// Weight implements balance.Load: the server's current effective weight.
-func (b *backend) Weight(i int) int { return b.servers[i].def.EffectiveWeight() }
-
-// Active implements balance.Load.
-func (b *backend) Active(i int) int64 { return b.servers[i].limit.load() }
 
 // compile builds a runtime from a validated config, reusing what it can of
 // prev (which may be nil).
-func compile(cfg *state.Config, prev *runtime, bufs func(size int) *bufPool) (*runtime, error) {
+func compile(cfg *state.Config, prev *runtime, h Health, bufs func(size int) *bufPool) (*runtime, error) {
 	rt := &runtime{cfg: cfg}
 	old := indexRuntime(prev)
 	byName := map[string]*backend{}
 	for _, bc := range cfg.Backends {
-		b, err := compileBackend(bc, old)
+		b, err := compileBackend(bc, old, h)
 		if err != nil {
 			return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
 		}
@@ -129,7 +122,7 @@ func indexRuntime(rt *runtime) runtimeIndex {
 	return ix
 }
 
-func compileBackend(bc state.Backend, old runtimeIndex) (*backend, error) {
+func compileBackend(bc state.Backend, old runtimeIndex, h Health) (*backend, error) {
 	spec, err := state.ParseBalance(bc.Balance)
 	if err != nil {
 		return nil, err
@@ -138,7 +131,7 @@ func compileBackend(bc state.Backend, old runtimeIndex) (*backend, error) {
 		name: bc.Name, mode: bc.Mode, balance: bc.Balance,
 		retries: *bc.Retries, redispatch: *bc.Redispatch, t: *bc.Timeouts,
 		limit: newLimiter(bc.MaxConn), counters: &Counters{},
-		hdrName: spec.Param, needsHTTP: spec.NeedsHTTP(),
+		hdrName: spec.Param, needsHTTP: spec.NeedsHTTP(), health: h,
 	}
 	if o := old.backends[bc.Name]; o != nil {
 		b.counters = o.counters
@@ -158,6 +151,9 @@ func compileBackend(bc state.Backend, old runtimeIndex) (*backend, error) {
 		if s.limit == nil {
 			s.limit = newLimiter(sc.MaxConn)
 			s.pool = newPool(sc.Address)
+		}
+		if hc, checked := state.ServerCheck(&bc, &sc); checked && hc.OnMarkedDown == state.OnMarkedDownShutdownSessions {
+			s.sessions = &sessionSet{}
 		}
 		b.servers = append(b.servers, s)
 		views[i] = balance.Server{Name: sc.Name, Weight: sc.EffectiveWeight(), Backup: sc.Backup, MaxConn: sc.MaxConn}

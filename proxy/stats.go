@@ -122,5 +122,13 @@ type ServerStats struct {
 	Weight  int    `json:"weight"`
 	Backup  bool   `json:"backup"`
 	MaxConn int    `json:"slim"`
+	// Health, filled in by the agent from the health monitor.
+	CheckStatus     string `json:"check_status,omitempty"` // L4OK, L7STS, ...
+	CheckCode       int    `json:"check_code,omitempty"`
+	CheckDurationMs int64  `json:"check_duration_ms,omitempty"`
+	CheckDesc       string `json:"check_desc,omitempty"`
+	LastChangeSec   int64  `json:"lastchg"`
+	ChkFail         uint64 `json:"chkfail"`
+	ChkDown         uint64 `json:"chkdown"`
 	CounterValues
 }

@@ -236,7 +236,8 @@ func (h *HealthCheck) applyDefaults(derived bool) {
 		setDur(&h.FastInterval, h.Interval)
 		setDur(&h.DownInterval, h.Interval)
 	}
-	setDur(&h.Timeout, DefaultCheckTimeout)
+	// HAProxy bounds a check by inter when no check timeout is set.
+	setDur(&h.Timeout, min(DefaultCheckTimeout, h.Interval))
 	setInt(&h.Rise, DefaultRise)
 	setInt(&h.Fall, DefaultFall)
 	if h.Observe == "" {

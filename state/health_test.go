@@ -111,7 +111,7 @@ backends:
   - name: tcp
     health_check: {type: smtp, path: /x, interval: 1ms}
     servers:
-      - {name: d, address: "127.0.0.1:80", check: true, health_check: {type: tcp, interval: 100ms}}
+      - {name: d, address: "127.0.0.1:80", check: true, health_check: {type: tcp, interval: 100ms, timeout: 1s}}
 `))
 	var es Errors
 	if !errors.As(err, &es) {
@@ -132,7 +132,6 @@ backends:
 		`backends[1].health_check.interval: must be at least 10ms, got 1ms`,
 		`backends[1].health_check.fast_interval: must be at least 10ms`,
 		`backends[1].health_check.down_interval: must be at least 10ms`,
-		`backends[1].health_check.timeout: must be <= interval (1ms), got 1s`,
 		`backends[1].servers[0].health_check.timeout: must be <= interval (100ms), got 1s`,
 	}
 	got := err.Error()
@@ -226,5 +225,24 @@ backends:
 	}
 	if third := checks(&back); !reflect.DeepEqual(first, third) {
 		t.Errorf("JSON round trip changed effective checks:\n%+v\n%+v", first, third)
+	}
+}
+
+// TestCheckTimeoutFollowsShortInterval: with no timeout set, a check is
+// bounded by its interval when that is under the 1s default, as HAProxy
+// bounds it by inter.
+func TestCheckTimeoutFollowsShortInterval(t *testing.T) {
+	c, err := Parse([]byte(`
+backends:
+  - name: app
+    health_check: {type: http, interval: 200ms}
+    servers: [{name: a, address: "127.0.0.1:80", check: true}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, _ := ServerCheck(&c.Backends[0], &c.Backends[0].Servers[0])
+	if hc.Timeout.D() != 200*time.Millisecond {
+		t.Errorf("timeout %v, want 200ms", hc.Timeout)
 	}
 }
