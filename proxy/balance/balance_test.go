@@ -13,26 +13,45 @@ import (
 	"github.com/fulcrum-lb/fulcrum/state"
 )
 
-// fakeLoad is a Load for single-goroutine tests.
+// fakeLoad is a Load for single-goroutine tests: every server up, idle, at
+// its configured weight.
 type fakeLoad struct {
 	down   []bool
+	weight []int // current weights
 	active []int64
 }
 
-func newFakeLoad(n int) *fakeLoad {
-	return &fakeLoad{down: make([]bool, n), active: make([]int64, n)}
+func newFakeLoad(srv []Server) *fakeLoad {
+	n := len(srv)
+	l := &fakeLoad{down: make([]bool, n), weight: make([]int, n), active: make([]int64, n)}
+	for i, s := range srv {
+		l.weight[i] = s.Weight
+	}
+	return l
 }
 
 func (l *fakeLoad) Usable(i int) bool  { return !l.down[i] }
+func (l *fakeLoad) Weight(i int) int   { return l.weight[i] }
 func (l *fakeLoad) Active(i int) int64 { return l.active[i] }
 
 // atomicLoad is a Load for concurrent tests, like the proxy's.
 type atomicLoad struct {
 	down   []atomic.Bool
+	weight []atomic.Int32
 	active []atomic.Int64
 }
 
+func newAtomicLoad(srv []Server) *atomicLoad {
+	n := len(srv)
+	l := &atomicLoad{down: make([]atomic.Bool, n), weight: make([]atomic.Int32, n), active: make([]atomic.Int64, n)}
+	for i, s := range srv {
+		l.weight[i].Store(int32(s.Weight))
+	}
+	return l
+}
+
 func (l *atomicLoad) Usable(i int) bool  { return !l.down[i].Load() }
+func (l *atomicLoad) Weight(i int) int   { return int(l.weight[i].Load()) }
 func (l *atomicLoad) Active(i int) int64 { return l.active[i].Load() }
 
 type algo struct {
@@ -154,7 +173,7 @@ func TestNewErrors(t *testing.T) {
 func TestRoundRobin(t *testing.T) {
 	srv := []Server{{Name: "a", Weight: 1}, {Name: "b", Weight: 2}, {Name: "c", Weight: 3}}
 	b := mustNew(t, state.Balance{Algorithm: state.BalanceRoundRobin}, "", srv)
-	load := newFakeLoad(3)
+	load := newFakeLoad(srv)
 	var seq []int
 	counts := count(b, load, 6000, nil, func(i int) { seq = append(seq, i) })
 	for i, want := range []int{1000, 2000, 3000} {
@@ -195,7 +214,7 @@ func TestStaticRR(t *testing.T) {
 	// Weights 2:4:6 reduce to 1:2:3: a six-entry cycle.
 	srv := []Server{{Name: "a", Weight: 2}, {Name: "b", Weight: 4}, {Name: "c", Weight: 6}}
 	b := mustNew(t, state.Balance{Algorithm: state.BalanceStaticRR}, "", srv)
-	load := newFakeLoad(3)
+	load := newFakeLoad(srv)
 	var seq []int
 	counts := count(b, load, 6000, nil, func(i int) { seq = append(seq, i) })
 	if want := []int{1000, 2000, 3000}; !slices.Equal(counts, want) {
@@ -220,7 +239,7 @@ func TestStaticRR(t *testing.T) {
 
 func TestLeastConn(t *testing.T) {
 	b := mustNew(t, state.Balance{Algorithm: state.BalanceLeastConn}, "", servers(3))
-	load := newFakeLoad(3)
+	load := newFakeLoad(servers(3))
 	load.active = []int64{5, 2, 7}
 	for range 10 {
 		if got := b.Pick(nil, load, -1); got != 1 {
@@ -237,16 +256,16 @@ func TestLeastConn(t *testing.T) {
 	}
 
 	// Ties share the load round-robin.
-	load = newFakeLoad(3)
+	load = newFakeLoad(servers(3))
 	counts := count(b, load, 300, nil, nil)
 	if want := []int{100, 100, 100}; !slices.Equal(counts, want) {
 		t.Errorf("ties: counts %v, want %v", counts, want)
 	}
 
 	// Weighted: 4 active on weight 4 is less loaded than 2 on weight 1.
-	w := mustNew(t, state.Balance{Algorithm: state.BalanceLeastConn}, "",
-		[]Server{{Name: "a", Weight: 1}, {Name: "b", Weight: 4}})
-	load = newFakeLoad(2)
+	weighted := []Server{{Name: "a", Weight: 1}, {Name: "b", Weight: 4}}
+	w := mustNew(t, state.Balance{Algorithm: state.BalanceLeastConn}, "", weighted)
+	load = newFakeLoad(weighted)
 	load.active = []int64{2, 4}
 	if got := w.Pick(nil, load, -1); got != 1 {
 		t.Errorf("weighted: picked %d, want 1", got)
@@ -261,7 +280,7 @@ func TestLeastConn(t *testing.T) {
 func TestFirst(t *testing.T) {
 	srv := []Server{{Name: "a", Weight: 1, MaxConn: 2}, {Name: "b", Weight: 1, MaxConn: 3}, {Name: "c", Weight: 1, MaxConn: 1}}
 	b := mustNew(t, state.Balance{Algorithm: state.BalanceFirst}, "", srv)
-	load := newFakeLoad(3)
+	load := newFakeLoad(srv)
 	var seq []int
 	count(b, load, 6, nil, func(i int) { seq = append(seq, i); load.active[i]++ })
 	if want := []int{0, 0, 1, 1, 1, 2}; !slices.Equal(seq, want) {
@@ -283,7 +302,7 @@ func TestFirst(t *testing.T) {
 	}
 	// Unlimited: always the first usable.
 	u := mustNew(t, state.Balance{Algorithm: state.BalanceFirst}, "", servers(3))
-	load = newFakeLoad(3)
+	load = newFakeLoad(servers(3))
 	load.active = []int64{1000, 0, 0}
 	if got := u.Pick(nil, load, -1); got != 0 {
 		t.Errorf("unlimited: picked %d, want 0", got)
@@ -299,14 +318,14 @@ func TestRandom(t *testing.T) {
 	for _, draws := range []int{1, 2} {
 		b := mustNew(t, state.Balance{Algorithm: state.BalanceRandom, Draws: draws}, "", srv)
 		// 100,000 picks put 3% at 5.5 standard deviations for a: no flakes.
-		counts := count(b, newFakeLoad(2), 100000, nil, nil)
+		counts := count(b, newFakeLoad(srv), 100000, nil, nil)
 		within(t, fmt.Sprintf("random(%d) a", draws), counts[0], 25000, 0.03)
 		within(t, fmt.Sprintf("random(%d) b", draws), counts[1], 75000, 0.03)
 	}
 	// Power of two choices: a loaded server wins only when both draws hit
 	// it (1/4 with equal weights).
 	b := mustNew(t, state.Balance{Algorithm: state.BalanceRandom, Draws: 2}, "", servers(2))
-	load := newFakeLoad(2)
+	load := newFakeLoad(servers(2))
 	load.active = []int64{10, 0}
 	counts := count(b, load, 40000, nil, nil)
 	within(t, "p2c loaded", counts[0], 10000, 0.05)
@@ -330,7 +349,7 @@ func TestBackup(t *testing.T) {
 	for _, a := range algos {
 		t.Run(a.name, func(t *testing.T) {
 			b := mustNew(t, a.bal, a.hash, srv)
-			load := newFakeLoad(len(srv))
+			load := newFakeLoad(srv)
 			counts := count(b, load, 1000, request, nil)
 			if counts[2]+counts[3]+counts[4] != 0 {
 				t.Errorf("primaries up: counts %v", counts)
@@ -366,7 +385,7 @@ func TestSkip(t *testing.T) {
 	for _, a := range algos {
 		t.Run(a.name, func(t *testing.T) {
 			b := mustNew(t, a.bal, a.hash, srv)
-			load := newFakeLoad(len(srv))
+			load := newFakeLoad(srv)
 			for n := range 300 {
 				skip := n % 3
 				if got := b.Pick(request(n), load, skip); got == skip || got < 0 || got > 2 {
@@ -393,17 +412,17 @@ func TestZeroWeight(t *testing.T) {
 	srv := []Server{{Name: "a", Weight: 0}, {Name: "b", Weight: 0}}
 	for _, a := range algos {
 		b := mustNew(t, a.bal, a.hash, srv)
-		if got := b.Pick(request(1), newFakeLoad(2), -1); got != -1 {
+		if got := b.Pick(request(1), newFakeLoad(srv), -1); got != -1 {
 			t.Errorf("%s: picked %d from weight-0 servers", a.name, got)
 		}
-		if got := b.Pick(request(1), newFakeLoad(2), 0); got != -1 {
+		if got := b.Pick(request(1), newFakeLoad(srv), 0); got != -1 {
 			t.Errorf("%s: picked %d from weight-0 servers with skip", a.name, got)
 		}
 	}
 	// No servers at all.
 	for _, a := range algos {
 		b := mustNew(t, a.bal, a.hash, nil)
-		if got := b.Pick(request(1), newFakeLoad(0), -1); got != -1 {
+		if got := b.Pick(request(1), newFakeLoad(nil), -1); got != -1 {
 			t.Errorf("%s: picked %d from no servers", a.name, got)
 		}
 	}
@@ -417,13 +436,17 @@ func TestConcurrentPick(t *testing.T) {
 	for _, a := range algos {
 		t.Run(a.name, func(t *testing.T) {
 			b := mustNew(t, a.bal, a.hash, srv)
-			load := &atomicLoad{down: make([]atomic.Bool, len(srv)), active: make([]atomic.Int64, len(srv))}
+			load := newAtomicLoad(srv)
 			var wg sync.WaitGroup
 			for g := range 8 {
 				wg.Go(func() {
 					for n := range 2000 {
 						if g == 0 && n%50 == 0 {
 							load.down[n/50%5].Store(n%100 == 0)
+						}
+						if g == 1 && n%30 == 0 {
+							// Weights move too: slowstart, agent, operator.
+							load.weight[n/30%6].Store(int32(n / 30 % 4 * 20))
 						}
 						i := b.Pick(request(n), load, n%7-1)
 						if i < -1 || i >= len(srv) {
@@ -451,7 +474,7 @@ func TestNoAllocs(t *testing.T) {
 	}
 	for _, a := range algos {
 		b := mustNew(t, a.bal, a.hash, srv)
-		load := newFakeLoad(len(srv))
+		load := newFakeLoad(srv)
 		load.down[3] = true
 		n := 0
 		allocs := testing.AllocsPerRun(1000, func() {

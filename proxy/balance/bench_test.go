@@ -1,9 +1,6 @@
 package balance
 
-import (
-	"sync/atomic"
-	"testing"
-)
+import "testing"
 
 // BenchmarkPick measures one Pick over 10 servers of mixed weights, one of
 // them down, with varying keys; every algorithm must report 0 allocs/op.
@@ -20,7 +17,7 @@ func BenchmarkPick(b *testing.B) {
 	for _, a := range algos {
 		b.Run(a.name, func(b *testing.B) {
 			bal := mustNew(b, a.bal, a.hash, srv)
-			load := newFakeLoad(len(srv))
+			load := newFakeLoad(srv)
 			load.down[4] = true
 			for i := range load.active {
 				load.active[i] = int64(i * 7 % 5)
@@ -35,7 +32,7 @@ func BenchmarkPick(b *testing.B) {
 	}
 	b.Run("roundrobin/parallel", func(b *testing.B) {
 		bal := mustNew(b, algos[0].bal, "", srv)
-		load := &atomicLoad{down: make([]atomic.Bool, len(srv)), active: make([]atomic.Int64, len(srv))}
+		load := newAtomicLoad(srv)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {

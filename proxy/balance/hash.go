@@ -34,6 +34,12 @@ const (
 // key with hashKey (deterministic: the same on every node and across
 // restarts) and maps it onto a server, map-based or consistent. A request
 // without a key is balanced round-robin.
+//
+// Both hash types are static here: the map and the ring are laid out from the
+// configured weights and a change of current weight does not move keys, but a
+// server whose current weight is 0 is treated exactly like an unusable one
+// (left out of the map's usable set, its ring points passed over). The
+// key-less round-robin uses the configured weights too.
 type hashed struct {
 	g     *groups
 	kind  keyKind
@@ -143,17 +149,16 @@ func queryParam(q []byte, name string) []byte {
 	return nil
 }
 
-// mapBased maps key modulo the total weight of the usable servers of group
-// grp onto them, each owning a run of Weight slots in configuration order.
+// mapBased maps key modulo the total configured weight of the usable servers
+// (current weight not 0) of group grp onto them, each owning a run of Weight
+// slots in configuration order.
 // As in HAProxy, a change of the usable set remaps many keys. If the owner is
 // skip, the next usable server in order takes the key.
 func (b *hashed) mapBased(key uint64, grp int, load Load, skip int) int {
 	members := b.g.members[grp]
 	var total uint64
 	for _, i := range members {
-		if load.Usable(int(i)) {
-			total += uint64(b.g.servers[i].Weight)
-		}
+		total += uint64(b.g.weight(load, int(i)))
 	}
 	if total == 0 {
 		return b.g.fallback(load, skip)
@@ -161,10 +166,11 @@ func (b *hashed) mapBased(key uint64, grp int, load Load, skip int) int {
 	r := key % total
 	n := len(members)
 	for k, i := range members {
-		if !load.Usable(int(i)) {
+		w := uint64(b.g.weight(load, int(i)))
+		if w == 0 {
 			continue
 		}
-		if w := uint64(b.g.servers[i].Weight); r >= w {
+		if r >= w {
 			r -= w
 			continue
 		}
@@ -173,7 +179,7 @@ func (b *hashed) mapBased(key uint64, grp int, load Load, skip int) int {
 		}
 		for step := 1; step < n; step++ {
 			j := members[(k+step)%n]
-			if int(j) != skip && load.Usable(int(j)) {
+			if int(j) != skip && b.g.up(load, int(j)) {
 				return int(j)
 			}
 		}
@@ -239,8 +245,8 @@ func pointHash(name string, j int) uint64 {
 	return mix64(fnv1a(h, b[:]))
 }
 
-// lookup walks clockwise from key to the first point whose server is usable
-// and not skip.
+// lookup walks clockwise from key to the first point whose server is usable,
+// at a current weight above 0, and not skip.
 func (r *ring) lookup(key uint64, g *groups, load Load, skip int) int {
 	n := len(r.hashes)
 	pos, _ := slices.BinarySearch(r.hashes, key)
@@ -249,7 +255,7 @@ func (r *ring) lookup(key uint64, g *groups, load Load, skip int) int {
 			pos = 0
 		}
 		i := int(r.owners[pos])
-		if i != skip && load.Usable(i) {
+		if i != skip && g.up(load, i) {
 			return i
 		}
 		pos++

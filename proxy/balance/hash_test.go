@@ -65,7 +65,7 @@ func TestHashDeterministic(t *testing.T) {
 	for _, a := range hashAlgos() {
 		t.Run(a.name, func(t *testing.T) {
 			b1, b2 := mustNew(t, a.bal, a.hash, srv), mustNew(t, a.bal, a.hash, srv)
-			load := newFakeLoad(len(srv))
+			load := newFakeLoad(srv)
 			for n := range 2000 {
 				r := request(n)
 				got1, got2, again := b1.Pick(r, load, -1), b2.Pick(r, load, -1), b1.Pick(r, load, -1)
@@ -83,7 +83,7 @@ func TestHashDistribution(t *testing.T) {
 	for _, a := range hashAlgos() {
 		t.Run(a.name, func(t *testing.T) {
 			b := mustNew(t, a.bal, a.hash, srv)
-			counts := count(b, newFakeLoad(len(srv)), 40000, request, nil)
+			counts := count(b, newFakeLoad(srv), 40000, request, nil)
 			// Map-based is exact up to sampling noise; a ring of 160
 			// points per weight unit has a few percent of skew.
 			tol := 0.03
@@ -109,7 +109,7 @@ func TestHashFallback(t *testing.T) {
 	for _, a := range hashAlgos() {
 		t.Run(a.name, func(t *testing.T) {
 			b := mustNew(t, a.bal, a.hash, servers(3))
-			load := newFakeLoad(3)
+			load := newFakeLoad(servers(3))
 			for k, r := range noKey {
 				var seq []int
 				for range 6 {
@@ -148,7 +148,7 @@ func TestQueryParam(t *testing.T) {
 // same server whatever else differs.
 func TestHashKeys(t *testing.T) {
 	srv := servers(16)
-	load := newFakeLoad(16)
+	load := newFakeLoad(srv)
 	pick := func(a algo, r *Request) int { return mustNew(t, a.bal, a.hash, srv).Pick(r, load, -1) }
 	for _, hash := range []string{HashMapBased, HashConsistent} {
 		src := algo{"source", state.Balance{Algorithm: state.BalanceSource}, hash}
@@ -194,7 +194,7 @@ func TestHashKeys(t *testing.T) {
 func TestConsistentMinimalRemap(t *testing.T) {
 	const keys = 10000
 	b := mustNew(t, state.Balance{Algorithm: state.BalanceURI}, HashConsistent, servers(4))
-	load := newFakeLoad(4)
+	load := newFakeLoad(servers(4))
 	picks := func() []int {
 		out := make([]int, keys)
 		for n := range out {
@@ -247,11 +247,11 @@ func TestConsistentKeyedByName(t *testing.T) {
 	moved := 0
 	for n := range 10000 {
 		r := request(n)
-		name1 := srv[b1.Pick(r, newFakeLoad(4), -1)].Name
-		if name2 := reversed[b2.Pick(r, newFakeLoad(4), -1)].Name; name1 != name2 {
+		name1 := srv[b1.Pick(r, newFakeLoad(srv), -1)].Name
+		if name2 := reversed[b2.Pick(r, newFakeLoad(reversed), -1)].Name; name1 != name2 {
 			t.Fatalf("key %d: %s in one order, %s in the other", n, name1, name2)
 		}
-		if name3 := grown[b3.Pick(r, newFakeLoad(5), -1)].Name; name3 != name1 {
+		if name3 := grown[b3.Pick(r, newFakeLoad(grown), -1)].Name; name3 != name1 {
 			if name3 != "s4" {
 				t.Fatalf("key %d moved from %s to %s when s4 was added", n, name1, name3)
 			}
@@ -269,7 +269,7 @@ func TestMapBasedRemap(t *testing.T) {
 	const keys = 10000
 	bal := state.Balance{Algorithm: state.BalanceURI}
 	b1, b2 := mustNew(t, bal, HashMapBased, servers(4)), mustNew(t, bal, HashMapBased, servers(4))
-	load := newFakeLoad(4)
+	load := newFakeLoad(servers(4))
 	picks := func(b Balancer) []int {
 		out := make([]int, keys)
 		for n := range out {

@@ -3,7 +3,7 @@ package balance
 import "sync/atomic"
 
 // leastConn is leastconn: the usable server with the lowest Active/Weight,
-// compared as a*wb < b*wa. The scan starts at a rotating offset, so servers
+// compared as a*wb < b*wa, with the current weights (leastconn is dynamic). The scan starts at a rotating offset, so servers
 // that tie share the load round-robin.
 type leastConn struct {
 	g    *groups
@@ -25,10 +25,14 @@ func (b *leastConn) Pick(_ *Request, load Load, skip int) int {
 		if k++; k == n {
 			k = 0
 		}
-		if i == skip || !load.Usable(i) {
+		if i == skip {
 			continue
 		}
-		a, w := load.Active(i), int64(b.g.servers[i].Weight)
+		w := int64(b.g.weight(load, i))
+		if w == 0 {
+			continue
+		}
+		a := load.Active(i)
 		if best < 0 || a*bestWeight < bestActive*w {
 			best, bestActive, bestWeight = i, a, w
 		}
@@ -39,7 +43,8 @@ func (b *leastConn) Pick(_ *Request, load Load, skip int) int {
 	return best
 }
 
-// first is first: the first usable server, in configuration order, with
+// first is first: the first usable server (current weight not 0; the weight
+// plays no other part), in configuration order, with
 // fewer than MaxConn active requests (MaxConn 0 is unlimited); when all are
 // full, the one with the fewest active requests.
 type first struct {
@@ -54,7 +59,7 @@ func (b *first) Pick(_ *Request, load Load, skip int) int {
 	best := -1
 	var bestActive int64
 	for _, i := range b.g.members[grp] {
-		if int(i) == skip || !load.Usable(int(i)) {
+		if int(i) == skip || !b.g.up(load, int(i)) {
 			continue
 		}
 		s := &b.g.servers[i]

@@ -2,7 +2,8 @@ package balance
 
 import "math/rand/v2"
 
-// random is random(N): N weighted random draws among the usable servers, of
+// random is random(N): N random draws among the usable servers, weighted by
+// their current weights (random is dynamic), of
 // which the least loaded wins ("power of N choices"); random(1) is plain
 // weighted random. As in HAProxy, "least loaded" compares Active/Weight, which
 // for equal weights is the lowest Active. Ties keep the earlier draw. The
@@ -21,8 +22,8 @@ func (b *random) Pick(_ *Request, load Load, skip int) int {
 	members := b.g.members[grp]
 	var total uint64
 	for _, i := range members {
-		if int(i) != skip && load.Usable(int(i)) {
-			total += uint64(b.g.servers[i].Weight)
+		if int(i) != skip {
+			total += uint64(b.g.weight(load, int(i)))
 		}
 	}
 	if total == 0 {
@@ -35,7 +36,11 @@ func (b *random) Pick(_ *Request, load Load, skip int) int {
 		if i < 0 || i == best {
 			continue
 		}
-		a, w := load.Active(i), int64(b.g.servers[i].Weight)
+		w := int64(b.g.weight(load, i))
+		if w == 0 {
+			continue // gone since the draw
+		}
+		a := load.Active(i)
 		if best < 0 || a*bestWeight < bestActive*w {
 			best, bestActive, bestWeight = i, a, w
 		}
@@ -47,14 +52,17 @@ func (b *random) Pick(_ *Request, load Load, skip int) int {
 }
 
 // draw maps r, uniform in [0, total weight of the candidates), onto the
-// candidate that owns it; -1 if the usable set shrank since the total was
-// taken.
+// candidate that owns it; -1 if the usable set or the weights shrank since
+// the total was taken.
 func (b *random) draw(members []int32, load Load, skip int, r uint64) int {
 	for _, i := range members {
-		if int(i) == skip || !load.Usable(int(i)) {
+		if int(i) == skip {
 			continue
 		}
-		w := uint64(b.g.servers[i].Weight)
+		w := uint64(b.g.weight(load, int(i)))
+		if w == 0 {
+			continue
+		}
 		if r < w {
 			return int(i)
 		}

@@ -9,11 +9,32 @@ import (
 // servers of the active group. Each pick adds every candidate's weight to its
 // current value, takes the largest and subtracts the candidates' total from
 // it, which interleaves the servers (weights 1:2:3 give C B A C B C).
+//
+// The weights are read at pick time (the current weights for roundrobin, the
+// configured ones for the key-less fallback of the static hashes), and the
+// total is recomputed on every pick, so a weight change takes effect on the
+// next pick with no rebuild. A pick adds exactly what it subtracts, so the sum
+// of the current values over a group's members stays 0 whatever the weights
+// do: a weight change shifts the proportions without any correction, a
+// server that is down, skipped or at weight 0 keeps its value frozen until it
+// is a candidate again (as in nginx), and a candidate of weight w gains w per
+// pick until it is the largest, so none starves. After a change, values built
+// up at the old weights are spent at the new ones: a one-off burst or pause
+// of about |value|/total picks for a server, as in nginx. The values stay
+// well within the group's largest possible total weight (seen in tests under
+// random weight changes, downs and skips); as a guard against overflow
+// whatever the sequence, they are reset to 0 should one ever leave
+// ±rrLimit, which only restarts the interleaving.
 type smoothRR struct {
 	g   *groups
 	mu  sync.Mutex
 	cur []int64 // by server index; guarded by mu
 }
+
+// rrLimit bounds smoothRR's current values: far above anything a real
+// sequence reaches (a group's total weight is below 2^29), far below
+// overflow.
+const rrLimit = 1 << 48
 
 func newSmoothRR(g *groups) *smoothRR {
 	return &smoothRR{g: g, cur: make([]int64, len(g.servers))}
@@ -26,12 +47,16 @@ func (b *smoothRR) Pick(_ *Request, load Load, skip int) int {
 	}
 	best := -1
 	var total int64
+	members := b.g.members[grp]
 	b.mu.Lock()
-	for _, i := range b.g.members[grp] {
-		if int(i) == skip || !load.Usable(int(i)) {
+	for _, i := range members {
+		if int(i) == skip {
 			continue
 		}
-		w := int64(b.g.servers[i].Weight)
+		w := int64(b.g.weight(load, int(i)))
+		if w == 0 {
+			continue
+		}
 		b.cur[i] += w
 		total += w
 		if best < 0 || b.cur[i] > b.cur[best] {
@@ -39,7 +64,16 @@ func (b *smoothRR) Pick(_ *Request, load Load, skip int) int {
 		}
 	}
 	if best >= 0 {
-		b.cur[best] -= total
+		// The largest is at least the candidates' mean, so it bounds
+		// them all from above; the one just lowered bounds them from
+		// below until the next pick.
+		if b.cur[best] > rrLimit || b.cur[best]-total < -rrLimit {
+			for _, i := range members {
+				b.cur[i] = 0
+			}
+		} else {
+			b.cur[best] -= total
+		}
 	}
 	b.mu.Unlock()
 	if best < 0 {
@@ -50,8 +84,10 @@ func (b *smoothRR) Pick(_ *Request, load Load, skip int) int {
 
 // staticRR is static-rr: a fixed, precomputed interleaved sequence per group
 // (the smooth round-robin order of the configured weights, reduced by their
-// greatest common divisor) walked by an atomic cursor. An unusable or skipped
-// entry passes to the next one in the sequence, so a pick is lock-free and
+// greatest common divisor) walked by an atomic cursor. static-rr is static, as
+// in HAProxy: the sequence keeps the configured weights whatever the current
+// ones, but an entry whose server is unusable, at current weight 0, or
+// skipped passes to the next one in the sequence, so a pick is lock-free and
 // costs one step while all servers are usable; in the worst case (one usable
 // server among many heavy ones) it walks the whole sequence, at most
 // MaxWeight entries per server.
@@ -115,7 +151,7 @@ func (b *staticRR) Pick(_ *Request, load Load, skip int) int {
 	pos := (b.next.Add(1) - 1) % n
 	for range n {
 		i := seq[pos]
-		if int(i) != skip && load.Usable(int(i)) {
+		if int(i) != skip && b.g.up(load, int(i)) {
 			return int(i)
 		}
 		if pos++; pos == n {
