@@ -50,10 +50,11 @@ type testNode struct {
 
 func nodeConfigIn(dir string) NodeConfig {
 	return NodeConfig{
-		Node:        NodeSection{Name: "lb1", DataDir: filepath.Join(dir, "data")},
+		Node:        NodeSection{Name: "lb1", DataDir: filepath.Join(dir, "data"), Role: "voter"},
 		Admin:       AdminSection{Socket: filepath.Join(dir, "run", "fulcrum", "admin.sock")},
 		ProxyConfig: filepath.Join(dir, "lb.yaml"),
 		Log:         LogSection{Level: "debug", Format: "text"},
+		Cluster:     testClusterSection,
 	}
 }
 
@@ -273,3 +274,6 @@ func TestNewAgentValidates(t *testing.T) {
 		t.Error("nil logger accepted")
 	}
 }
+
+// testClusterSection is a valid cluster section on loopback.
+var testClusterSection = ClusterSection{BindAddr: "127.0.0.1", RaftPort: DefaultRaftPort, GossipPort: DefaultGossipPort, APIPort: DefaultAPIPort}

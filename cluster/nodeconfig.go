@@ -11,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/viper"
@@ -30,6 +32,10 @@ const (
 	DefaultProxyConfig    = "/etc/fulcrum/lb.yaml"
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "text"
+	DefaultRole           = "voter"
+	DefaultRaftPort       = 7380
+	DefaultGossipPort     = 7946
+	DefaultAPIPort        = 7443
 )
 
 // EnvPrefix prefixes the environment variables that set node config keys:
@@ -49,6 +55,8 @@ type NodeConfig struct {
 	// ProxyConfig is the proxy config file of a standalone node.
 	ProxyConfig string     `mapstructure:"proxy_config"`
 	Log         LogSection `mapstructure:"log"`
+	// Cluster is where this node speaks Raft, gossip and the node API.
+	Cluster ClusterSection `mapstructure:"cluster"`
 
 	// File is the node config file the value was loaded from, or "" when it
 	// came from defaults and the environment alone.
@@ -59,6 +67,40 @@ type NodeConfig struct {
 type NodeSection struct {
 	Name    string `mapstructure:"name"`
 	DataDir string `mapstructure:"data_dir"`
+	// Role is voter, or witness: a voter that runs no proxy and holds no VIP.
+	Role string `mapstructure:"role"`
+}
+
+// ClusterSection holds the addresses a clustered node uses.
+type ClusterSection struct {
+	// BindAddr defaults to the address of the interface that holds the
+	// default route (loopback when there is none).
+	BindAddr   string `mapstructure:"bind_addr"`
+	RaftPort   int    `mapstructure:"raft_port"`
+	GossipPort int    `mapstructure:"gossip_port"`
+	APIPort    int    `mapstructure:"api_port"`
+}
+
+// RaftAddr, GossipAddr and APIAddr are host:port of each listener.
+func (c ClusterSection) RaftAddr() string {
+	return net.JoinHostPort(c.BindAddr, strconv.Itoa(c.RaftPort))
+}
+func (c ClusterSection) GossipAddr() string {
+	return net.JoinHostPort(c.BindAddr, strconv.Itoa(c.GossipPort))
+}
+func (c ClusterSection) APIAddr() string {
+	return net.JoinHostPort(c.BindAddr, strconv.Itoa(c.APIPort))
+}
+
+// defaultBindAddr is the source address of the default route: connecting
+// a UDP socket picks the route and sends nothing.
+func defaultBindAddr() string {
+	c, err := net.Dial("udp4", "192.0.2.1:9")
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }
 
 // AdminSection configures the admin API.
@@ -78,10 +120,15 @@ type LogSection struct {
 var knownKeys = []string{
 	"node.name",
 	"node.data_dir",
+	"node.role",
 	"admin.socket",
 	"proxy_config",
 	"log.level",
 	"log.format",
+	"cluster.bind_addr",
+	"cluster.raft_port",
+	"cluster.gossip_port",
+	"cluster.api_port",
 }
 
 // LoadNodeConfig reads the node config from the YAML file at path (skipped
@@ -110,6 +157,10 @@ func LoadNodeConfig(path string, set map[string]string) (NodeConfig, error) {
 	v.SetDefault("proxy_config", DefaultProxyConfig)
 	v.SetDefault("log.level", DefaultLogLevel)
 	v.SetDefault("log.format", DefaultLogFormat)
+	v.SetDefault("node.role", DefaultRole)
+	v.SetDefault("cluster.raft_port", DefaultRaftPort)
+	v.SetDefault("cluster.gossip_port", DefaultGossipPort)
+	v.SetDefault("cluster.api_port", DefaultAPIPort)
 
 	var base string
 	if path != "" {
@@ -149,6 +200,9 @@ func LoadNodeConfig(path string, set map[string]string) (NodeConfig, error) {
 		return NodeConfig{}, fmt.Errorf("decode: %w", err)
 	}
 	c.File = path
+	if c.Cluster.BindAddr == "" {
+		c.Cluster.BindAddr = defaultBindAddr()
+	}
 	c.resolvePaths(base, set)
 	if err := c.Validate(); err != nil {
 		return NodeConfig{}, err
@@ -222,6 +276,26 @@ func (c NodeConfig) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "unknown format %q (want text or json)", c.Log.Format)
+	}
+	if c.Node.Role != "voter" && c.Node.Role != "witness" {
+		add("node.role", "unknown role %q (want voter or witness)", c.Node.Role)
+	}
+	if net.ParseIP(c.Cluster.BindAddr) == nil {
+		add("cluster.bind_addr", "%q is not an IP address", c.Cluster.BindAddr)
+	}
+	ports := map[int]string{}
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"cluster.raft_port", c.Cluster.RaftPort}, {"cluster.gossip_port", c.Cluster.GossipPort}, {"cluster.api_port", c.Cluster.APIPort}} {
+		switch {
+		case p.port < 1 || p.port > 65535:
+			add(p.key, "invalid port %d (want 1-65535)", p.port)
+		case ports[p.port] != "":
+			add(p.key, "port %d is already %s", p.port, ports[p.port])
+		default:
+			ports[p.port] = p.key
+		}
 	}
 	if len(es) == 0 {
 		return nil

@@ -39,10 +39,11 @@ func TestLoadNodeConfigDefaults(t *testing.T) {
 	}
 	host, _ := os.Hostname()
 	want := NodeConfig{
-		Node:        NodeSection{Name: host, DataDir: DefaultDataDir},
+		Node:        NodeSection{Name: host, DataDir: DefaultDataDir, Role: "voter"},
 		Admin:       AdminSection{Socket: DefaultAdminSocket},
 		ProxyConfig: DefaultProxyConfig,
 		Log:         LogSection{Level: "info", Format: "text"},
+		Cluster:     ClusterSection{BindAddr: defaultBindAddr(), RaftPort: 7380, GossipPort: 7946, APIPort: 7443},
 		File:        path,
 	}
 	if c != want {
@@ -70,10 +71,11 @@ log:
 	}
 	etc := filepath.Join(dir, "etc")
 	want := NodeConfig{
-		Node:        NodeSection{Name: "lb1", DataDir: filepath.Join(etc, "data")},
+		Node:        NodeSection{Name: "lb1", DataDir: filepath.Join(etc, "data"), Role: "voter"},
 		Admin:       AdminSection{Socket: filepath.Join(etc, "run", "admin.sock")},
 		ProxyConfig: filepath.Join(etc, "lb.yaml"),
 		Log:         LogSection{Level: "debug", Format: "json"},
+		Cluster:     ClusterSection{BindAddr: defaultBindAddr(), RaftPort: 7380, GossipPort: 7946, APIPort: 7443},
 		File:        path,
 	}
 	if c != want {
@@ -173,10 +175,11 @@ log: {level: loud, format: xml}
 	}
 
 	long := NodeConfig{
-		Node:        NodeSection{Name: "a", DataDir: "/d"},
+		Node:        NodeSection{Name: "a", DataDir: "/d", Role: "voter"},
 		Admin:       AdminSection{Socket: "/" + strings.Repeat("s", 120)},
 		ProxyConfig: "/p",
 		Log:         LogSection{Level: "info", Format: "text"},
+		Cluster:     testClusterSection,
 	}
 	if err := long.Validate(); err == nil || !strings.HasPrefix(err.Error(), "admin.socket: path is 121 bytes") {
 		t.Errorf("long socket path: %v", err)
