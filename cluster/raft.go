@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/fulcrum-lb/fulcrum/state"
 )
 
 // Timers are the Raft timers. The defaults suit a LAN appliance: a dead
@@ -36,23 +38,10 @@ func DefaultTimers() Timers {
 	}
 }
 
-// FSMStore is what Raft replicates into: package state's Store. Apply is
+// fsm adapts the replicated Store to raft.FSM. The Store's Apply is
 // deterministic; Snapshot captures an immutable view cheaply and does its
 // IO in Persist; Restore builds a fresh view and swaps it in.
-type FSMStore interface {
-	Apply(index uint64, data []byte) any
-	Snapshot() (Snapshot, error)
-	Restore(r io.Reader) error
-}
-
-// Snapshot is an FSM snapshot.
-type Snapshot interface {
-	Persist(w io.Writer) error
-	Release()
-}
-
-// fsm adapts an FSMStore to raft.FSM.
-type fsm struct{ store FSMStore }
+type fsm struct{ store *state.Store }
 
 func (f fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
@@ -74,7 +63,7 @@ func (f fsm) Restore(r io.ReadCloser) error {
 	return f.store.Restore(r)
 }
 
-type fsmSnapshot struct{ s Snapshot }
+type fsmSnapshot struct{ s *state.Snapshot }
 
 func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.s.Persist(sink); err != nil {
@@ -149,7 +138,7 @@ type raftOptions struct {
 	Dir       string
 	ID        string
 	Stream    raft.StreamLayer
-	FSM       FSMStore
+	Store     *state.Store
 	Timers    Timers
 	Log       *slog.Logger
 	Bootstrap bool // form a new one-node cluster if there is no state
@@ -193,7 +182,7 @@ func openRaft(o raftOptions) (*raftNode, error) {
 			}
 		}
 	}
-	r, err := raft.NewRaft(conf, fsm{o.FSM}, cache, logs, snaps, trans)
+	r, err := raft.NewRaft(conf, fsm{o.Store}, cache, logs, snaps, trans)
 	if err != nil {
 		logs.Close()
 		trans.Close()

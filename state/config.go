@@ -1,7 +1,7 @@
 // Package state holds Fulcrum's replicated model: the proxy config schema with
-// its validation, and (later) the commands and FSM that Raft replicates. It is
-// pure and deterministic: it imports no other package of the project and does
-// no I/O beyond decoding bytes it is handed.
+// its validation, and the commands, Store (the FSM) and verdict rule that Raft
+// replicates. It is pure and deterministic: it imports no other package of the
+// project and does no I/O beyond the readers and writers it is handed.
 package state
 
 // Config is the proxy config document: the one that a standalone node reads
