@@ -1,0 +1,211 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/state"
+)
+
+// freePorts returns n TCP ports free on 127.0.0.1 right now.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+func testNodeConfig(t *testing.T, name string) NodeConfig {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fulcrum-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := freePorts(t, 3)
+	return NodeConfig{
+		Node:        NodeSection{Name: name, DataDir: filepath.Join(dir, "data"), Role: "voter"},
+		Admin:       AdminSection{Socket: filepath.Join(dir, "admin.sock")},
+		ProxyConfig: filepath.Join(dir, "lb.yaml"),
+		Log:         LogSection{Level: "info", Format: "text"},
+		Cluster:     ClusterSection{BindAddr: "127.0.0.1", RaftPort: p[0], GossipPort: p[1], APIPort: p[2]},
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testOptions() nodeOptions { return defaultNodeOptions() }
+
+// waitUntil polls cond up to d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type testMember struct {
+	cfg   NodeConfig
+	store *state.Store
+	node  *Node
+}
+
+// threeNodes forms a cluster of three in-process nodes with the real init
+// and join flows, over TLS on loopback.
+func threeNodes(t *testing.T) []*testMember {
+	t.Helper()
+	ctx := context.Background()
+	var ms []*testMember
+	for i := range 3 {
+		ms = append(ms, &testMember{cfg: testNodeConfig(t, fmt.Sprintf("lb%d", i+1)), store: state.NewStore()})
+	}
+	n, token, err := initCluster(ctx, ms[0].cfg, quietLog(), "test", ms[0].store, testOptions())
+	if err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	ms[0].node = n
+	seed := "127.0.0.1:" + strconv.Itoa(ms[0].cfg.Cluster.APIPort)
+	for _, m := range ms[1:] {
+		n, err := joinCluster(ctx, m.cfg, quietLog(), "test", seed, token, m.store, testOptions())
+		if err != nil {
+			t.Fatalf("join %s: %v", m.cfg.Node.Name, err)
+		}
+		m.node = n
+	}
+	t.Cleanup(func() {
+		for _, m := range ms {
+			if m.node != nil {
+				m.node.close()
+			}
+		}
+	})
+	waitUntil(t, 10*time.Second, "3 voters", func() bool { return ms[0].node.voters() == 3 })
+	return ms
+}
+
+func TestClusterInitJoinAndReplicate(t *testing.T) {
+	ms := threeNodes(t)
+	doc := "backends: [{name: app, servers: [{name: a, address: \"127.0.0.1:9001\"}]}]\n"
+	// A write through a follower is forwarded to the leader.
+	follower := ms[1].node
+	if follower.isLeader() {
+		follower = ms[2].node
+	}
+	res, err := follower.propose(context.Background(), &state.ApplyConfig{YAML: doc, Origin: "test", Time: time.Now()})
+	if err != nil {
+		t.Fatalf("apply through a follower: %v", err)
+	}
+	if res.Version != 1 {
+		t.Errorf("first config version %d, want 1", res.Version)
+	}
+	for _, m := range ms {
+		waitUntil(t, 5*time.Second, m.cfg.Node.Name+" to hold version 1", func() bool {
+			cv, ok := m.store.Current()
+			return ok && cv.Version == 1 && cv.YAML == doc
+		})
+	}
+	// An invalid document is refused with its faults, and nothing changes.
+	_, err = ms[0].node.propose(context.Background(), &state.ApplyConfig{YAML: "frontends: [{name: f}]\n", Origin: "test", Time: time.Now()})
+	var ce *state.CommandError
+	if !errors.As(err, &ce) || len(ce.Faults) == 0 {
+		t.Fatalf("invalid config: got %v, want a CommandError with faults", err)
+	}
+	if cv, _ := ms[2].store.Current(); cv.Version != 1 {
+		t.Errorf("after a refused apply the version is %d, want 1", cv.Version)
+	}
+	if n := len(ms[0].store.Nodes()); n != 3 {
+		t.Errorf("store knows %d nodes, want 3", n)
+	}
+}
+
+// TestLeaderFailover kills the leader and measures how long the others
+// take to elect a new one; writes then continue.
+func TestLeaderFailover(t *testing.T) {
+	ms := threeNodes(t)
+	var leader *testMember
+	for _, m := range ms {
+		if m.node.isLeader() {
+			leader = m
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	start := time.Now()
+	// Shut Raft and gossip down abruptly (no leadership transfer): a crash.
+	leader.node.raft.close()
+	leader.node.gossip.ml.Shutdown()
+	leader.node.api.close()
+	close(leader.node.stop)
+	leader.node.wg.Wait()
+	leader.node = nil
+	var next *testMember
+	waitUntil(t, 10*time.Second, "a new leader", func() bool {
+		for _, m := range ms {
+			if m.node != nil && m.node.isLeader() {
+				next = m
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("new leader %s elected %v after the old one died", next.cfg.Node.Name, time.Since(start).Round(time.Millisecond))
+	doc := "backends: [{name: b, servers: []}]\n"
+	if _, err := next.node.propose(context.Background(), &state.ApplyConfig{YAML: doc, Origin: "test", Time: time.Now()}); err != nil {
+		t.Fatalf("write after failover: %v", err)
+	}
+}
+
+func TestJoinWithWrongTokenIsRefused(t *testing.T) {
+	ctx := context.Background()
+	a := &testMember{cfg: testNodeConfig(t, "lb1"), store: state.NewStore()}
+	n, token, err := initCluster(ctx, a.cfg, quietLog(), "test", a.store, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close()
+	// Same CA pin, another secret: the proof fails.
+	forged := []byte(token)
+	i := len("fulcrum1.")
+	if forged[i] == 'A' {
+		forged[i] = 'B'
+	} else {
+		forged[i] = 'A'
+	}
+	b := testNodeConfig(t, "lb2")
+	_, err = joinCluster(ctx, b, quietLog(), "test", "127.0.0.1:"+strconv.Itoa(a.cfg.Cluster.APIPort), string(forged), state.NewStore(), testOptions())
+	if err == nil {
+		t.Fatal("a joiner with a forged token was admitted")
+	}
+	if _, ok, _ := loadRecord(b.Node.DataDir); ok {
+		t.Error("a refused joiner recorded itself as clustered")
+	}
+	if n.voters() != 1 {
+		t.Errorf("voters %d after a refused join, want 1", n.voters())
+	}
+}
+
