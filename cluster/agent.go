@@ -105,6 +105,11 @@ type Agent struct {
 	engine atomic.Pointer[proxy.Engine]
 	// monitor checks the servers; created by Run with the engine.
 	monitor atomic.Pointer[health.Monitor]
+	// member is the node's cluster membership, nil while standalone.
+	member atomic.Pointer[membership]
+	// opMu serialises cluster init, join and leave.
+	opMu     sync.Mutex
+	nodeOpts nodeOptions
 
 	// mu serialises the loads of the proxy config and guards phase.
 	mu      sync.Mutex
@@ -121,7 +126,7 @@ func NewAgent(cfg NodeConfig, log *slog.Logger, opts ...AgentOption) (*Agent, er
 	if log == nil {
 		return nil, errors.New("NewAgent: nil logger")
 	}
-	a := &Agent{cfg: cfg, log: log, version: "dev"}
+	a := &Agent{cfg: cfg, log: log, version: "dev", nodeOpts: defaultNodeOptions()}
 	for _, o := range opts {
 		o(a)
 	}
@@ -144,7 +149,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("agent: Run called twice")
 	}
 	a.phase = phaseStopping // until started: Reload is refused
-	rc, err := a.load(true)
+	rec, clustered, err := loadRecord(a.cfg.Node.DataDir)
+	if err != nil {
+		a.mu.Unlock()
+		return fmt.Errorf("cluster state: %w", err)
+	}
+	var rc *RunningConfig
+	if clustered {
+		rc, err = a.loadApplied()
+	} else {
+		rc, err = a.load(true)
+	}
 	if err != nil {
 		a.mu.Unlock()
 		return err
@@ -152,7 +167,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	engine := proxy.New(a.log.With("component", "proxy"))
 	a.engine.Store(engine)
 	mon, err := health.New(rc.Config, health.Options{
-		Logger: a.log.With("component", "health"),
+		Logger:   a.log.With("component", "health"),
+		Observer: clusterObserver{a},
 		// on_marked_down: shutdown-sessions (a no-op for other servers).
 		OnVerdict: func(backend, server string, up bool) {
 			if !up {
@@ -186,6 +202,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.phase = phaseRunning
 	a.mu.Unlock()
+	if clustered {
+		// The data plane already serves the last applied version; Raft
+		// and gossip catch up behind it.
+		store := state.NewStore()
+		n, err := openExisting(a.cfg, a.log.With("component", "cluster"), a.version, rec, store, a.nodeOpts)
+		if err != nil {
+			a.mu.Lock()
+			a.phase = phaseStopping
+			a.mu.Unlock()
+			a.shutdownEngine(ctx, a.running.Load())
+			admin.close(ctx)
+			os.Remove(a.cfg.Admin.Socket)
+			return fmt.Errorf("rejoin the cluster: %w", err)
+		}
+		a.attach(n, store)
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- admin.serve() }()
@@ -208,6 +240,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.phase = phaseStopping
 	a.mu.Unlock()
 	a.notify.Notify(NotifyStopping)
+	// Stopping is not leaving: hand leadership over, leave gossip so peers
+	// know at once, keep the Raft membership; then drain.
+	if err := a.detach(); err != nil {
+		a.log.Warn("cluster stop", "err", err)
+	}
 	a.shutdownEngine(ctx, a.running.Load())
 	if err := admin.close(ctx); err != nil {
 		a.log.Warn("admin API close", "err", err)
@@ -250,6 +287,11 @@ func (a *Agent) Reload() error {
 	}
 	a.notify.Reloading()
 	defer a.notify.Notify(NotifyReady)
+	if a.member.Load() != nil {
+		a.log.Info("clustered: the proxy config comes from the cluster (fulcrum config apply); proxy_config is ignored",
+			"proxy_config", a.cfg.ProxyConfig)
+		return nil
+	}
 
 	rc, err := a.load(false)
 	if err != nil {
@@ -367,3 +409,90 @@ func (a *Agent) Health() Health {
 
 // NodeConfig returns the node config the agent runs with.
 func (a *Agent) NodeConfig() NodeConfig { return a.cfg }
+
+// ServerNotFoundError is an operator's command on a server the running
+// config does not have.
+type ServerNotFoundError struct {
+	Backend, Server string
+	// NoBackend is set when the backend itself is unknown.
+	NoBackend bool
+}
+
+func (e *ServerNotFoundError) Error() string {
+	if e.NoBackend {
+		return fmt.Sprintf("no backend %q in the running config", e.Backend)
+	}
+	return fmt.Sprintf("no server %q in backend %q", e.Server, e.Backend)
+}
+
+// Servers returns every server's health, in config order.
+func (a *Agent) Servers() ([]health.ServerStatus, error) {
+	m := a.monitor.Load()
+	if m == nil {
+		return nil, ErrNotRunning
+	}
+	return m.Snapshot(), nil
+}
+
+// Server returns one server's health.
+func (a *Agent) Server(backend, server string) (health.ServerStatus, error) {
+	m := a.monitor.Load()
+	if m == nil {
+		return health.ServerStatus{}, ErrNotRunning
+	}
+	st, ok := m.Status(backend, server)
+	if !ok {
+		return health.ServerStatus{}, a.notFound(backend, server)
+	}
+	return st, nil
+}
+
+// SetServerAdmin sets the operator's admin state of a server (fulcrum
+// server enable|disable|drain) and returns its health afterwards.
+func (a *Agent) SetServerAdmin(backend, server string, admin health.Admin) (health.ServerStatus, error) {
+	return a.changeServer(backend, server, func(m *health.Monitor) error {
+		return m.SetAdmin(backend, server, admin)
+	})
+}
+
+// SetServerWeight sets the operator's runtime weight of a server, 0 to
+// 256, or drops it with -1 (fulcrum server weight), and returns its
+// health afterwards.
+func (a *Agent) SetServerWeight(backend, server string, weight int) (health.ServerStatus, error) {
+	return a.changeServer(backend, server, func(m *health.Monitor) error {
+		return m.SetWeight(backend, server, weight)
+	})
+}
+
+// changeServer applies an operator's change under the load lock, so that
+// a reload in progress cannot lose it: the monitor carries the admin
+// state and weight over to the new servers as it builds them.
+func (a *Agent) changeServer(backend, server string, change func(*health.Monitor) error) (health.ServerStatus, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.monitor.Load()
+	if a.phase != phaseRunning || m == nil {
+		return health.ServerStatus{}, ErrNotRunning
+	}
+	if _, ok := m.Status(backend, server); !ok {
+		return health.ServerStatus{}, a.notFound(backend, server)
+	}
+	if err := change(m); err != nil {
+		return health.ServerStatus{}, err
+	}
+	st, _ := m.Status(backend, server)
+	return st, nil
+}
+
+// notFound says whether the backend or only the server is unknown.
+func (a *Agent) notFound(backend, server string) error {
+	e := &ServerNotFoundError{Backend: backend, Server: server, NoBackend: true}
+	if rc := a.running.Load(); rc != nil {
+		for _, b := range rc.Config.Backends {
+			if b.Name == backend {
+				e.NoBackend = false
+			}
+		}
+	}
+	return e
+}

@@ -208,4 +208,3 @@ func TestJoinWithWrongTokenIsRefused(t *testing.T) {
 		t.Errorf("voters %d after a refused join, want 1", n.voters())
 	}
 }
-

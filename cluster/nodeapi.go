@@ -42,7 +42,7 @@ func startNodeAPI(n *Node) (*nodeAPI, error) {
 	mux.HandleFunc("POST /v1/internal/remove", a.nodesOnly(a.handleRemove))
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	a.client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: pki.ClientTLS(n.tls.pool, n.tls.cert, "", n.revoked),
+		TLSClientConfig:   pki.ClientTLS(n.tls.pool, n.tls.cert, "", n.revoked),
 		ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 2,
 	}}
 	go func() { a.done <- a.srv.Serve(a.ln) }()

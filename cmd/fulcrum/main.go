@@ -76,6 +76,7 @@ func (c *cli) rootCmd() *cobra.Command {
 		c.versionCmd(),
 		c.statsCmd(),
 		c.reloadCmd(),
+		c.serverCmd(),
 		c.demoBackendCmd(),
 	)
 	return root

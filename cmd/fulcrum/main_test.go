@@ -240,8 +240,12 @@ func TestStatsTable(t *testing.T) {
 		Frontends: []proxy.FrontendStats{{Name: "web", CounterValues: v}},
 		Backends: []proxy.BackendStats{
 			{Name: "app", CounterValues: v, Servers: []proxy.ServerStats{
-				{Name: "app1", Status: "UP", CounterValues: v},
-				{Name: "app2", Status: "DOWN", CounterValues: v},
+				{Name: "app1", Status: "UP", Weight: 3, CheckStatus: "L7OK", CheckCode: 200, CheckDurationMs: 3,
+					LastChangeSec: 12, CounterValues: v},
+				{Name: "app2", Status: "DOWN", Weight: 1, CheckStatus: "L4CON", LastChangeSec: 184, ChkFail: 4,
+					ChkDown: 1, CounterValues: v},
+				{Name: "app3", Status: "MAINT", Weight: 1, LastChangeSec: 7300, CounterValues: v},
+				{Name: "bk", Status: "UP", Weight: 5, Backup: true, LastChangeSec: 90000, CounterValues: v},
 			}},
 			{Name: "empty"},
 		},
@@ -250,16 +254,89 @@ func TestStatsTable(t *testing.T) {
 	if err := writeStatsTable(&buf, st); err != nil {
 		t.Fatal(err)
 	}
-	got := regexp.MustCompile(` +`).ReplaceAllString(buf.String(), " ")
-	want := `pxname svname status scur smax stot bin bout 2xx 4xx 5xx ereq econ eresp wretr wredis qcur qmax
-web FRONTEND OPEN 1 2 3 4 5 6 7 8 9 - - - - - -
-app app1 UP 1 2 3 4 5 6 7 8 - 10 11 12 13 14 15
-app app2 DOWN 1 2 3 4 5 6 7 8 - 10 11 12 13 14 15
-app BACKEND UP 1 2 3 4 5 6 7 8 - 10 11 12 13 14 15
-empty BACKEND DOWN 0 0 0 0 0 0 0 0 - 0 0 0 0 0 0
+	// Cells are separated by two spaces at least; "L7OK/200 3ms" holds one.
+	got := regexp.MustCompile(`  +`).ReplaceAllString(buf.String(), "|")
+	want := `pxname|svname|status|weight|check|lastchg|chkfail|chkdown|scur|smax|stot|bin|bout|2xx|4xx|5xx|ereq|econ|eresp|wretr|wredis|qcur|qmax
+web|FRONTEND|OPEN|-|-|-|-|-|1|2|3|4|5|6|7|8|9|-|-|-|-|-|-
+app|app1|UP|3|L7OK/200 3ms|12s|0|0|1|2|3|4|5|6|7|8|-|10|11|12|13|14|15
+app|app2|DOWN|1|L4CON 0ms|3m4s|4|1|1|2|3|4|5|6|7|8|-|10|11|12|13|14|15
+app|app3|MAINT|1|-|2h1m|0|0|1|2|3|4|5|6|7|8|-|10|11|12|13|14|15
+app|bk|UP|5|-|1d1h|0|0|1|2|3|4|5|6|7|8|-|10|11|12|13|14|15
+app|BACKEND|UP|3|-|-|-|-|1|2|3|4|5|6|7|8|-|10|11|12|13|14|15
+empty|BACKEND|DOWN|0|-|-|-|-|0|0|0|0|0|0|0|0|-|0|0|0|0|0|0
 `
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestBackendWeight(t *testing.T) {
+	for _, tc := range []struct {
+		servers []proxy.ServerStats
+		want    int
+	}{
+		{nil, 0},
+		{[]proxy.ServerStats{{Status: "UP", Weight: 2}, {Status: "DRAIN", Weight: 4}, {Status: "UP", Weight: 3, Backup: true}}, 2},
+		{[]proxy.ServerStats{{Status: "DOWN", Weight: 2}, {Status: "UP", Weight: 3, Backup: true}, {Status: "UP", Weight: 1, Backup: true}}, 4},
+		{[]proxy.ServerStats{{Status: "MAINT", Weight: 2}, {Status: "DOWN", Weight: 3, Backup: true}}, 0},
+	} {
+		if got := backendWeight(tc.servers); got != tc.want {
+			t.Errorf("backendWeight(%+v) = %d, want %d", tc.servers, got, tc.want)
+		}
+	}
+}
+
+func TestServerArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"server", "drain"}, "fulcrum: want one BACKEND/SERVER argument, got 0\nRun 'fulcrum server drain --help' for usage.\n"},
+		{[]string{"server", "disable", "app"}, `fulcrum: invalid server "app": want BACKEND/SERVER, such as app/app1` + "\n"},
+		{[]string{"server", "enable", "app/"}, `invalid server "app/"`},
+		{[]string{"server", "enable", "/app1"}, `invalid server "/app1"`},
+		{[]string{"server", "enable", "app/a/b"}, `invalid server "app/a/b"`},
+		{[]string{"server", "enable", "app/app1", "app/app2"}, "want one BACKEND/SERVER argument, got 2"},
+		{[]string{"server", "weight", "app/app1"}, "want BACKEND/SERVER and a weight (N or reset), got 1 argument(s)"},
+		{[]string{"server", "weight", "app/app1", "257"}, `invalid weight "257": want an integer from 0 to 256, or reset`},
+		{[]string{"server", "weight", "app/app1", "--", "-1"}, `invalid weight "-1"`},
+		{[]string{"server", "weight", "app/app1", "half"}, `invalid weight "half"`},
+		{[]string{"server", "weight", "app1", "3"}, `invalid server "app1"`},
+		{[]string{"server", "bogus"}, `unknown command "bogus" for "fulcrum server"`},
+	} {
+		code, out, errOut := runCLI(t, tc.args...)
+		if code != 1 || out != "" || !strings.Contains(errOut, tc.err) || !strings.Contains(errOut, "--help' for usage") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %q and a usage hint", tc.args, code, out, errOut, tc.err)
+		}
+	}
+	if w, err := parseWeightArg("RESET"); err != nil || w != -1 {
+		t.Errorf("parseWeightArg(RESET) = %d, %v", w, err)
+	}
+	if r, err := parseServerRef("app/app1"); err != nil || r != (serverRef{"app", "app1"}) || r.String() != "app/app1" {
+		t.Errorf("parseServerRef(app/app1) = %+v, %v", r, err)
+	}
+}
+
+func TestServerDescriptions(t *testing.T) {
+	for _, tc := range []struct {
+		st                cluster.ServerState
+		state, weightLine string
+	}{
+		{cluster.ServerState{State: "MAINT", Admin: "MAINT", Weight: 1, ConfiguredWeight: 1, WeightOverride: -1},
+			"MAINT", "weight 1 (configured)"},
+		{cluster.ServerState{State: "DOWN", Admin: "DRAIN", Weight: 3, ConfiguredWeight: 1, WeightOverride: 3},
+			"DOWN (admin DRAIN)", "weight 3 (configured 1)"},
+		{cluster.ServerState{State: "UP", Admin: "READY", Weight: 2, ConfiguredWeight: 1, WeightOverride: 8},
+			"UP", "weight 8 (configured 1), effective 2"},
+		{cluster.ServerState{State: "DOWN", Admin: "READY", Weight: 0, ConfiguredWeight: 4, WeightOverride: -1},
+			"DOWN", "weight 4 (configured), effective 0"},
+	} {
+		if got := describeState(tc.st); got != tc.state {
+			t.Errorf("describeState(%+v) = %q, want %q", tc.st, got, tc.state)
+		}
+		if got := describeWeight(tc.st); got != tc.weightLine {
+			t.Errorf("describeWeight(%+v) = %q, want %q", tc.st, got, tc.weightLine)
+		}
 	}
 }
 
@@ -301,8 +378,38 @@ func TestAgentCommand(t *testing.T) {
 		t.Errorf("reload: exit %d %q %q", code, out, errOut)
 	}
 
+	for _, tc := range []struct {
+		args []string
+		out  string
+	}{
+		{[]string{"server", "disable", "app/app1"}, "app/app1: MAINT\n"},
+		{[]string{"server", "drain", "app/app1"}, "app/app1: DRAIN\n"},
+		{[]string{"server", "enable", "app/app1"}, "app/app1: UP\n"},
+		{[]string{"server", "weight", "app/app1", "7"}, "app/app1: weight 7 (configured 1)\n"},
+		{[]string{"server", "weight", "4", "app/app1"}, "app/app1: weight 4 (configured 1)\n"},
+		{[]string{"server", "weight", "app/app1", "reset"}, "app/app1: weight 1 (configured)\n"},
+	} {
+		if code, out, errOut := runCLI(t, append([]string{"--config", node}, tc.args...)...); code != 0 || out != tc.out {
+			t.Errorf("%v: exit %d %q %q, want %q", tc.args, code, out, errOut, tc.out)
+		}
+	}
+	code, out, errOut := runCLI(t, "--socket", sock, "server", "drain", "app/app1", "--json")
+	var st cluster.ServerState
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.State != "DRAIN" || st.Admin != "DRAIN" || st.Server != "app1" {
+		t.Errorf("drain --json: exit %d %q %q: %+v %v", code, out, errOut, st, err)
+	}
+	code, out, errOut = runCLI(t, "--socket", sock, "server", "enable", "app/nope")
+	if code != 1 || out != "" || errOut != "fulcrum: app/nope: no server \"nope\" in backend \"app\"\n" {
+		t.Errorf("unknown server: exit %d %q %q", code, out, errOut)
+	}
+	code, _, errOut = runCLI(t, "--socket", sock, "server", "weight", "web/app1", "2")
+	if code != 1 || errOut != "fulcrum: web/app1: no backend \"web\" in the running config\n" {
+		t.Errorf("unknown backend: exit %d %q", code, errOut)
+	}
+	runCLI(t, "--socket", sock, "server", "enable", "app/app1")
+
 	writeFile(t, lb, "backends: [{name: app, servers: [{name: app1, address: '10.0.0.1'}]}]\n")
-	code, _, errOut := runCLI(t, "--config", node, "reload")
+	code, _, errOut = runCLI(t, "--config", node, "reload")
 	if code != 1 || !strings.HasPrefix(errOut, "backends[0].servers[0].address: missing port\nfulcrum: reload: ") {
 		t.Errorf("invalid reload: exit %d %q", code, errOut)
 	}
