@@ -450,6 +450,9 @@ func (a *Agent) Server(backend, server string) (health.ServerStatus, error) {
 // SetServerAdmin sets the operator's admin state of a server (fulcrum
 // server enable|disable|drain) and returns its health afterwards.
 func (a *Agent) SetServerAdmin(backend, server string, admin health.Admin) (health.ServerStatus, error) {
+	if m := a.member.Load(); m != nil {
+		return a.replicateServerChange(m, backend, server, &state.SetServerAdmin{Backend: backend, Server: server, Admin: stateAdmin(admin)})
+	}
 	return a.changeServer(backend, server, func(m *health.Monitor) error {
 		return m.SetAdmin(backend, server, admin)
 	})
@@ -459,6 +462,13 @@ func (a *Agent) SetServerAdmin(backend, server string, admin health.Admin) (heal
 // 256, or drops it with -1 (fulcrum server weight), and returns its
 // health afterwards.
 func (a *Agent) SetServerWeight(backend, server string, weight int) (health.ServerStatus, error) {
+	if m := a.member.Load(); m != nil {
+		cmd := &state.SetServerWeight{Backend: backend, Server: server}
+		if weight >= 0 {
+			cmd.Weight = &weight
+		}
+		return a.replicateServerChange(m, backend, server, cmd)
+	}
 	return a.changeServer(backend, server, func(m *health.Monitor) error {
 		return m.SetWeight(backend, server, weight)
 	})

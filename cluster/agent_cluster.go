@@ -400,3 +400,39 @@ func (a *Agent) loadApplied() (*RunningConfig, error) {
 	}
 	return &RunningConfig{Source: fmt.Sprintf("cluster config version %d (as last applied)", v), LoadedAt: time.Now(), Config: cfg}, nil
 }
+
+// replicateServerChange commits an operator's server change through Raft,
+// so that every node's data plane obeys it, and returns this node's view
+// of the server once it has applied the change.
+func (a *Agent) replicateServerChange(m *membership, backend, server string, cmd state.Command) (health.ServerStatus, error) {
+	mon := a.monitor.Load()
+	if mon == nil {
+		return health.ServerStatus{}, ErrNotRunning
+	}
+	if _, ok := mon.Status(backend, server); !ok {
+		return health.ServerStatus{}, a.notFound(backend, server)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := m.node.propose(ctx, cmd)
+	if err != nil {
+		return health.ServerStatus{}, err
+	}
+	// Wait for this node's follower loop to apply the commit.
+	for m.store.AppliedIndex() < res.Index && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.syncFromStore(m)
+	st, _ := mon.Status(backend, server)
+	return st, nil
+}
+
+func stateAdmin(a health.Admin) state.Admin {
+	switch a {
+	case health.AdminDrain:
+		return state.AdminDrain
+	case health.AdminMaint:
+		return state.AdminMaint
+	}
+	return state.AdminReady
+}

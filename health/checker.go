@@ -427,8 +427,9 @@ func ParseAgentReply(line string) AgentReply {
 		w = strings.ToLower(w)
 		switch w {
 		case "up":
+			// As in HAProxy, "up" is the operational state only; "ready"
+			// clears DRAIN and MAINT.
 			r.Up, r.Down = true, false
-			r.Admin, r.SetAdmin = AdminReady, true
 		case "down", "fail", "stopped":
 			r.Up, r.Down = false, true
 		case "ready":

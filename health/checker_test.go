@@ -210,7 +210,7 @@ func TestAgentChecker(t *testing.T) {
 		ok    bool
 		reply AgentReply
 	}{
-		"up 75%\n":      {true, AgentReply{Up: true, Admin: AdminReady, SetAdmin: true, WeightPct: 75}},
+		"up 75%\n":      {true, AgentReply{Up: true, Admin: AdminReady, WeightPct: 75}},
 		"drain":         {true, AgentReply{Admin: AdminDrain, SetAdmin: true, WeightPct: -1}},
 		"down#broken\n": {false, AgentReply{Down: true, WeightPct: -1, Reason: "broken"}},
 	} {

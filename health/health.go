@@ -90,6 +90,17 @@ func (s State) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *State) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if equalFold(string(b), n) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown server state %q", b)
+}
+
 // Admin is an administrative state, set by the operator (fulcrum server
 // enable|disable|drain) or by an agent.
 type Admin uint8
@@ -112,6 +123,16 @@ func (a Admin) String() string {
 
 // MarshalText implements encoding.TextMarshaler.
 func (a Admin) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (a *Admin) UnmarshalText(b []byte) error {
+	v, err := ParseAdmin(string(b))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
 
 // ParseAdmin parses READY, DRAIN or MAINT (any case).
 func ParseAdmin(s string) (Admin, error) {

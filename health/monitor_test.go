@@ -327,7 +327,8 @@ func TestMonitorAgent(t *testing.T) {
 		{"drain\n", StateDrain, 10},
 		{"ready 50%\n", StateUp, 5},
 		{"maint\n", StateMaint, 5},
-		{"up\n", StateUp, 5},
+		{"up\n", StateMaint, 5}, // "up" is operational only: MAINT stays
+		{"ready up\n", StateUp, 5},
 		{"down # disk full\n", StateDown, 5},
 		{"75%\n", StateDown, 8},
 		{"up 100%\n", StateUp, 10},
@@ -402,6 +403,10 @@ func TestMonitorPassive(t *testing.T) {
 			switch tc.onError {
 			case "mark-down":
 				h.hasLog(t, "server app/app1 is DOWN, reason: Health analyze, info: \"3 errors, last: HTTP status 502, on_error mark-down\", code: 502, 1 active")
+				// Stats must say why: the passive verdict is the last check.
+				if st, _ := h.m.Status("app", "app1"); st.Last.Status != StatusHana {
+					t.Errorf("last check after a passive mark-down: %s, want %s", st.Last.Status, StatusHana)
+				}
 			case "sudden-death":
 				srv.status.Store(503)
 				h.fc.step(t)

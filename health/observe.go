@@ -55,6 +55,8 @@ func (m *Monitor) observeError(e *entry, code int) {
 		e.chkFail++
 		e.tracker.Failure()
 	}
+	// Shown as the last check (HAProxy's HANA), so that stats say why.
+	e.last, e.lastCheck = r, now
 	m.settleLocked(e, was, now, r)
 	select {
 	case e.wake <- struct{}{}:

@@ -152,14 +152,14 @@ func TestSlowstartWeight(t *testing.T) {
 
 func TestParseAgentReply(t *testing.T) {
 	for line, want := range map[string]AgentReply{
-		"up":                  {Up: true, Admin: AdminReady, SetAdmin: true, WeightPct: -1},
+		"up":                  {Up: true, Admin: AdminReady, WeightPct: -1},
 		"down\n":              {Down: true, WeightPct: -1},
 		"fail # disk full":    {Down: true, WeightPct: -1, Reason: "disk full"},
 		"stopped":             {Down: true, WeightPct: -1},
 		"drain":               {Admin: AdminDrain, SetAdmin: true, WeightPct: -1},
 		"maint\r\n":           {Admin: AdminMaint, SetAdmin: true, WeightPct: -1},
 		"ready,75%":           {Admin: AdminReady, SetAdmin: true, WeightPct: 75},
-		"UP 50%  maxconn:10":  {Up: true, Admin: AdminReady, SetAdmin: true, WeightPct: 50},
+		"UP 50%  maxconn:10":  {Up: true, Admin: AdminReady, WeightPct: 50},
 		"75%":                 {WeightPct: 75},
 		"300%":                {WeightPct: -1},
 		"":                    {WeightPct: -1},
