@@ -102,6 +102,13 @@ func (a *Agent) ClusterRemove(ctx context.Context, name string) error {
 	if nd.ID == m.node.rec.NodeID {
 		return errors.New("use `fulcrum cluster leave` to take this node out")
 	}
+	// Revoke first: from this commit on, no handshake with its
+	// certificate succeeds anywhere.
+	if nd.Serial != "" {
+		if _, err := m.node.propose(ctx, &state.RevokeCert{Serial: nd.Serial, Node: name}); err != nil {
+			return err
+		}
+	}
 	if _, err := m.node.propose(ctx, &state.NodeRemove{Name: name}); err != nil {
 		return err
 	}

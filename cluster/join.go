@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,8 +116,12 @@ func issueSelf(dataDir string, ca *pki.CA, cfg NodeConfig) (*tlsBundle, error) {
 
 func (n *Node) upsertSelf() *state.NodeUpsert {
 	c := n.cfg.Cluster
-	return &state.NodeUpsert{Name: n.rec.Name, ID: n.rec.NodeID, RaftAddr: c.RaftAddr(), APIAddr: c.APIAddr(),
+	up := &state.NodeUpsert{Name: n.rec.Name, ID: n.rec.NodeID, RaftAddr: c.RaftAddr(), APIAddr: c.APIAddr(),
 		GossipAddr: c.GossipAddr(), Role: state.Role(n.rec.Role), Version: n.version}
+	if leaf, err := x509.ParseCertificate(n.tls.cert.Certificate[0]); err == nil {
+		up.Serial = pki.Serial(leaf)
+	}
+	return up
 }
 
 // waitLeader waits until some node (maybe this one) leads.
@@ -263,14 +268,14 @@ func (a *nodeAPI) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, &APIError{Status: 400, Code: CodeBadRequest, Message: "invalid raft_addr"})
 		return
 	}
-	certPEM, keyPEM, _, err := n.tls.ca.IssueNode(req.Name, []net.IP{net.ParseIP(host)}, nil, time.Now())
+	certPEM, keyPEM, serial, err := n.tls.ca.IssueNode(req.Name, []net.IP{net.ParseIP(host)}, nil, time.Now())
 	if err != nil {
 		writeAPIError(w, &APIError{Status: 500, Code: CodeInternal, Message: err.Error()})
 		return
 	}
 	ctx := r.Context()
 	up := &state.NodeUpsert{Name: req.Name, ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr,
-		GossipAddr: req.GossipAddr, Role: state.Role(req.Role), Version: req.Version}
+		GossipAddr: req.GossipAddr, Role: state.Role(req.Role), Version: req.Version, Serial: serial}
 	if _, err := n.propose(ctx, up); err != nil {
 		writeAPIError(w, &APIError{Status: http.StatusServiceUnavailable, Code: "no_quorum", Message: err.Error()})
 		return

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/cluster/pki"
 	"github.com/fulcrum-lb/fulcrum/state"
 )
 
@@ -207,4 +209,51 @@ func TestJoinWithWrongTokenIsRefused(t *testing.T) {
 	if n.voters() != 1 {
 		t.Errorf("voters %d after a refused join, want 1", n.voters())
 	}
+}
+
+// TestRemovedNodeCertificateRefused: once a node is removed its
+// certificate is on the deny list, and every handshake with it fails;
+// a process without a cluster certificate is refused on the Raft port.
+func TestRemovedNodeCertificateRefused(t *testing.T) {
+	ms := threeNodes(t)
+	gone := ms[2]
+	nd, ok := ms[0].store.View().Node(gone.cfg.Node.Name)
+	if !ok || nd.Serial == "" {
+		t.Fatalf("node %s has no recorded certificate serial: %+v", gone.cfg.Node.Name, nd)
+	}
+	dial := func(cfg *tls.Config) error {
+		c, err := tls.Dial("tcp", ms[0].cfg.Cluster.RaftAddr(), cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// TLS 1.3: the server's verdict on the client certificate arrives
+		// with the first read.
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		if isTimeoutErr(err) {
+			return nil // accepted: the server is waiting for Raft traffic
+		}
+		return err
+	}
+	client := pki.ClientTLS(gone.node.tls.pool, gone.node.tls.cert, "", nil)
+	if err := dial(client); err != nil {
+		t.Fatalf("a member's certificate was refused before removal: %v", err)
+	}
+	if err := dial(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}); err == nil {
+		t.Error("a client without a cluster certificate was accepted on the Raft port")
+	}
+	ctx := context.Background()
+	if _, err := ms[0].node.propose(ctx, &state.RevokeCert{Serial: nd.Serial, Node: nd.Name}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the revocation to reach lb1", func() bool { return ms[0].store.Revoked(nd.Serial) })
+	if err := dial(client); err == nil {
+		t.Error("a revoked certificate was accepted on the Raft port")
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

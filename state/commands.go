@@ -184,6 +184,8 @@ type NodeUpsert struct {
 	GossipAddr string `json:"gossip_addr,omitempty"`
 	Role       Role   `json:"role"`
 	Version    string `json:"version,omitempty"`
+	// Serial is the node certificate's serial, revoked when it is removed.
+	Serial string `json:"serial,omitempty"`
 }
 
 // NodeRemove forgets a node and its health view.

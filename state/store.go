@@ -88,6 +88,7 @@ type Node struct {
 	GossipAddr string `json:"gossip_addr,omitempty"`
 	Role       Role   `json:"role"`
 	Version    string `json:"version,omitempty"`
+	Serial     string `json:"serial,omitempty"`
 }
 
 // Revocation is one entry of the certificate deny list.

@@ -754,8 +754,8 @@ backends:
 		t.Errorf("round robin over app1 (live 500s) and app2: statuses %v, want 3 × 500 then app1 out", statuses)
 	}
 	s := n.waitState(t, "app/app1", "DOWN")
-	if s.ChkDown != 1 || s.Last.Status != "L7OK" {
-		t.Errorf("app1 after 3 live 500s: %v, want one DOWN transition while its checks pass", s)
+	if s.ChkDown != 1 || s.Last.Status != "HANA" {
+		t.Errorf("app1 after 3 live 500s: %v, want one DOWN transition shown as HANA (live traffic), not a check", s)
 	}
 	if got := n.sendCounting(t, 20, s1, s2); got[0] != 0 || got[1] != 20 {
 		t.Errorf("app1 marked down: requests per server %v, want [0 20]", got)
