@@ -89,6 +89,9 @@ func listenAdmin(a *Agent, path string) (*adminServer, error) {
 	s := &adminServer{agent: a, log: a.log.With("component", "admin"), ln: ln}
 	mux := http.NewServeMux()
 	s.routes(mux)
+	// The same API serves remote CLIs with an operator certificate on
+	// the node API port.
+	a.nodeOpts.Admin = operatorOnly(s.logRequests(mux))
 	s.srv = &http.Server{
 		Handler:           s.logRequests(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -108,6 +111,7 @@ func (s *adminServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/servers/{backend}/{server}/state", s.handleServerState)
 	mux.HandleFunc("POST /v1/servers/{backend}/{server}/weight", s.handleServerWeight)
 	s.routesCluster(mux)
+	s.routesRecovery(mux)
 	mux.HandleFunc("/", s.handleNotFound)
 }
 

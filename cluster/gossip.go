@@ -57,10 +57,11 @@ type Member struct {
 // gossip runs memberlist. Its delegates never block: they copy what they
 // need and wake the owner through a coalescing channel.
 type gossip struct {
-	ml   *memberlist.Memberlist
-	mu   sync.Mutex
-	meta []byte
-	wake chan struct{}
+	ml    *memberlist.Memberlist
+	mu    sync.Mutex
+	meta  []byte
+	table map[string]Member // copied in the event delegates
+	wake  chan struct{}
 }
 
 type gossipOptions struct {
@@ -74,7 +75,7 @@ type gossipOptions struct {
 }
 
 func startGossip(o gossipOptions) (*gossip, error) {
-	g := &gossip{wake: make(chan struct{}, 1)}
+	g := &gossip{wake: make(chan struct{}, 1), table: map[string]Member{}}
 	if err := g.setMeta(o.Meta); err != nil {
 		return nil, err
 	}
@@ -152,29 +153,27 @@ func (g *gossip) leave(timeout time.Duration) error {
 	return err
 }
 
-// members lists every peer memberlist knows, with its state.
+// members lists every peer gossip has seen, with its state. The table is
+// filled by the event delegates: memberlist's own *Node values change
+// under its lock and must not be read outside it.
 func (g *gossip) members() []Member {
-	var out []Member
-	for _, n := range g.ml.Members() {
-		m := Member{Name: n.Name, Addr: n.Address(), State: stateName(n.State)}
-		json.Unmarshal(n.Meta, &m.Meta)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, len(g.table))
+	for _, m := range g.table {
 		out = append(out, m)
 	}
 	return out
 }
 
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
+// record copies a node's facts; called from the delegates.
+func (g *gossip) record(n *memberlist.Node, state string) {
+	m := Member{Name: n.Name, Addr: n.Address(), State: state}
+	json.Unmarshal(n.Meta, &m.Meta)
+	g.mu.Lock()
+	g.table[n.Name] = m
+	g.mu.Unlock()
+	g.poke()
 }
 
 func (g *gossip) poke() {
@@ -207,10 +206,17 @@ func (g *gossip) LocalState(join bool) []byte { return nil }
 func (g *gossip) MergeRemoteState(buf []byte, join bool) {}
 
 // NotifyJoin implements memberlist.EventDelegate.
-func (g *gossip) NotifyJoin(*memberlist.Node) { g.poke() }
+func (g *gossip) NotifyJoin(n *memberlist.Node) { g.record(n, "alive") }
 
-// NotifyLeave implements memberlist.EventDelegate.
-func (g *gossip) NotifyLeave(*memberlist.Node) { g.poke() }
+// NotifyLeave implements memberlist.EventDelegate: a node that left
+// gracefully, or was declared dead.
+func (g *gossip) NotifyLeave(n *memberlist.Node) {
+	st := "dead"
+	if n.State == memberlist.StateLeft {
+		st = "left"
+	}
+	g.record(n, st)
+}
 
-// NotifyUpdate implements memberlist.EventDelegate.
-func (g *gossip) NotifyUpdate(*memberlist.Node) { g.poke() }
+// NotifyUpdate implements memberlist.EventDelegate (metadata changed).
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, "alive") }

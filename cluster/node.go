@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -140,7 +141,7 @@ type Node struct {
 	raft    *raftNode
 	gossip  *gossip
 	api     *nodeAPI
-	timers  Timers
+	opts    nodeOptions
 
 	metaMu sync.Mutex
 	meta   NodeMeta
@@ -153,6 +154,9 @@ type Node struct {
 type nodeOptions struct {
 	Timers       Timers
 	GossipTimers GossipTimers
+	// Admin, when set, serves the admin API to remote CLIs holding an
+	// operator certificate, on the node API port.
+	Admin http.Handler
 }
 
 func defaultNodeOptions() nodeOptions {
@@ -165,6 +169,7 @@ func (n *Node) revoked(serial string) bool { return n.store.Revoked(serial) }
 // start opens Raft (bootstrapping a new cluster when bootstrap is set and
 // there is no state), gossip and the node API.
 func (n *Node) start(bootstrap bool, o nodeOptions) error {
+	n.opts = o
 	c := n.cfg.Cluster
 	raftServer := pki.RequireRole(pki.ServerTLS(n.tls.pool, n.tls.cert, n.revoked), pki.RoleNode)
 	raftClient := pki.ClientTLS(n.tls.pool, n.tls.cert, "", n.revoked)

@@ -40,6 +40,9 @@ func startNodeAPI(n *Node) (*nodeAPI, error) {
 	mux.HandleFunc("POST /v1/internal/apply", a.nodesOnly(a.handleApply))
 	mux.HandleFunc("POST /v1/internal/addvoter", a.nodesOnly(a.handleAddVoter))
 	mux.HandleFunc("POST /v1/internal/remove", a.nodesOnly(a.handleRemove))
+	if n.opts.Admin != nil {
+		mux.Handle("/v1/", n.opts.Admin)
+	}
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	a.client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
 		TLSClientConfig:   pki.ClientTLS(n.tls.pool, n.tls.cert, "", n.revoked),
