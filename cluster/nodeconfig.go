@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,6 +37,7 @@ const (
 	DefaultRaftPort       = 7380
 	DefaultGossipPort     = 7946
 	DefaultAPIPort        = 7443
+	DefaultVIPPriority    = 100
 )
 
 // EnvPrefix prefixes the environment variables that set node config keys:
@@ -57,6 +59,9 @@ type NodeConfig struct {
 	Log         LogSection `mapstructure:"log"`
 	// Cluster is where this node speaks Raft, gossip and the node API.
 	Cluster ClusterSection `mapstructure:"cluster"`
+	// VIP is this node's part in holding the virtual IPs; the cluster-wide
+	// settings are the proxy config's vip section.
+	VIP VIPSection `mapstructure:"vip"`
 
 	// File is the node config file the value was loaded from, or "" when it
 	// came from defaults and the environment alone.
@@ -103,6 +108,56 @@ func defaultBindAddr() string {
 	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }
 
+// VIPSection holds this node's VIP settings. They travel to the other nodes
+// in gossip metadata.
+type VIPSection struct {
+	// Interface carries an active-passive VIP. It defaults to the interface
+	// that holds cluster.bind_addr ("" when none does).
+	Interface string `mapstructure:"interface"`
+	// Priority ranks the node as VIP owner (0-255, default 100): the
+	// preferred owner is the fit node with the highest priority.
+	Priority int           `mapstructure:"priority"`
+	BGP      VIPBGPSection `mapstructure:"bgp"`
+}
+
+// VIPBGPSection is this node's BGP identity (active-active).
+type VIPBGPSection struct {
+	// LocalASN is this node's AS number (0: unset).
+	LocalASN int64 `mapstructure:"local_asn"`
+	// RouterID is the BGP identifier, an IPv4 address. It defaults to
+	// cluster.bind_addr when that is IPv4.
+	RouterID string `mapstructure:"router_id"`
+}
+
+// maxInterfaceName is the longest Linux interface name (IFNAMSIZ less the
+// terminating NUL).
+const maxInterfaceName = 15
+
+// interfaceHolding returns the name of the interface that has addr, or ""
+// when none has it (or addr is not a specific IP address).
+func interfaceHolding(addr string) string {
+	ip := net.ParseIP(addr)
+	if ip == nil || ip.IsUnspecified() {
+		return ""
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, ifc := range ifaces {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+				return ifc.Name
+			}
+		}
+	}
+	return ""
+}
+
 // AdminSection configures the admin API.
 type AdminSection struct {
 	// Socket is the unix socket the admin API listens on.
@@ -129,6 +184,10 @@ var knownKeys = []string{
 	"cluster.raft_port",
 	"cluster.gossip_port",
 	"cluster.api_port",
+	"vip.interface",
+	"vip.priority",
+	"vip.bgp.local_asn",
+	"vip.bgp.router_id",
 }
 
 // LoadNodeConfig reads the node config from the YAML file at path (skipped
@@ -161,6 +220,7 @@ func LoadNodeConfig(path string, set map[string]string) (NodeConfig, error) {
 	v.SetDefault("cluster.raft_port", DefaultRaftPort)
 	v.SetDefault("cluster.gossip_port", DefaultGossipPort)
 	v.SetDefault("cluster.api_port", DefaultAPIPort)
+	v.SetDefault("vip.priority", DefaultVIPPriority)
 
 	var base string
 	if path != "" {
@@ -202,6 +262,12 @@ func LoadNodeConfig(path string, set map[string]string) (NodeConfig, error) {
 	c.File = path
 	if c.Cluster.BindAddr == "" {
 		c.Cluster.BindAddr = defaultBindAddr()
+	}
+	if c.VIP.Interface == "" {
+		c.VIP.Interface = interfaceHolding(c.Cluster.BindAddr)
+	}
+	if ip := net.ParseIP(c.Cluster.BindAddr); c.VIP.BGP.RouterID == "" && ip != nil && ip.To4() != nil {
+		c.VIP.BGP.RouterID = c.Cluster.BindAddr
 	}
 	c.resolvePaths(base, set)
 	if err := c.Validate(); err != nil {
@@ -297,10 +363,38 @@ func (c NodeConfig) Validate() error {
 			ports[p.port] = p.key
 		}
 	}
+	if msg := checkInterfaceName(c.VIP.Interface); msg != "" {
+		add("vip.interface", "%s", msg)
+	}
+	if c.VIP.Priority < 0 || c.VIP.Priority > 255 {
+		add("vip.priority", "must be between 0 and 255, got %d", c.VIP.Priority)
+	}
+	if c.VIP.BGP.LocalASN < 0 || c.VIP.BGP.LocalASN > math.MaxUint32 {
+		add("vip.bgp.local_asn", "must be between 0 (unset) and %d, got %d", uint32(math.MaxUint32), c.VIP.BGP.LocalASN)
+	}
+	if id := c.VIP.BGP.RouterID; id != "" {
+		if ip := net.ParseIP(id); ip == nil || ip.To4() == nil || ip.IsUnspecified() {
+			add("vip.bgp.router_id", "%q is not an IPv4 address", id)
+		}
+	}
 	if len(es) == 0 {
 		return nil
 	}
 	return es
+}
+
+// checkInterfaceName returns why name cannot be a Linux interface name, or
+// "". The empty name (no interface) passes.
+func checkInterfaceName(name string) string {
+	switch {
+	case name == "":
+		return ""
+	case len(name) > maxInterfaceName:
+		return fmt.Sprintf("%q is longer than %d bytes", name, maxInterfaceName)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\v\f"):
+		return fmt.Sprintf("invalid interface name %q", name)
+	}
+	return ""
 }
 
 func validNodeName(s string) bool {

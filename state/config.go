@@ -12,6 +12,8 @@ type Config struct {
 	Defaults  Defaults   `yaml:"defaults" json:"defaults"`
 	Frontends []Frontend `yaml:"frontends" json:"frontends"`
 	Backends  []Backend  `yaml:"backends" json:"backends"`
+	// VIP is the virtual IP section; nil (absent) means mode none.
+	VIP *VIP `yaml:"vip" json:"vip,omitempty"`
 }
 
 // Global holds process-wide settings.

@@ -139,6 +139,7 @@ func (c *Config) ApplyDefaults() {
 		}
 		b.applyHealthDefaults()
 	}
+	c.VIP.ApplyDefaults()
 }
 
 func (t *Timeouts) inherit(from Timeouts) {
@@ -200,6 +201,7 @@ func (c *Config) Validate() error {
 			binds[a] = f.Name
 		}
 	}
+	c.VIP.validate(&es, "vip")
 	if len(es) == 0 {
 		return nil
 	}
