@@ -31,10 +31,13 @@ func (s *adminServer) routesCluster(mux *http.ServeMux) {
 func clusterError(err error) *APIError {
 	var ce *state.CommandError
 	var es state.Errors
+	var fwd *APIError // a write forwarded to the leader, refused there
 	switch {
 	case errors.Is(err, ErrStandalone):
 		return &APIError{Status: http.StatusConflict, Code: "standalone", Message: err.Error()}
 	case errors.Is(err, ErrNoQuorum):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "no_quorum", Message: err.Error()}
+	case errors.As(err, &fwd) && (fwd.Code == "no_quorum" || fwd.Code == "not_leader"):
 		return &APIError{Status: http.StatusServiceUnavailable, Code: "no_quorum", Message: err.Error()}
 	case errors.As(err, &ce):
 		st := http.StatusConflict

@@ -110,6 +110,10 @@ type Agent struct {
 	// opMu serialises cluster init, join and leave.
 	opMu     sync.Mutex
 	nodeOpts nodeOptions
+	// draining: fulcrum node drain; the node gives up the VIP.
+	draining atomic.Bool
+	vipMu    sync.Mutex
+	vip      *vipControl // nil: no VIP on this node
 
 	// mu serialises the loads of the proxy config and guards phase.
 	mu      sync.Mutex

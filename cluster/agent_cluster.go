@@ -368,6 +368,9 @@ func (a *Agent) ClusterStatus() (ClusterStatus, error) {
 		if ns.ApplyError != "" {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("%s cannot apply the config: %s", nd.Name, ns.ApplyError))
 		}
+		if ns.Gossip != "alive" && nd.ID != m.node.rec.NodeID {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s is %s (gossip); its applied config version is as last seen", nd.Name, ns.Gossip))
+		}
 	}
 	if !st.Quorum {
 		st.Warnings = append(st.Warnings, "no quorum: writes are refused and each node uses its own health observations")

@@ -44,6 +44,8 @@ type NodeMeta struct {
 	Applied uint64 `json:"applied"`
 	// ApplyError says why the node could not run a committed version.
 	ApplyError string `json:"apply_error,omitempty"`
+	// HoldsVIP: this node holds the active-passive VIP.
+	HoldsVIP bool `json:"holds_vip,omitempty"`
 }
 
 // Member is a gossip peer as this node sees it.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -146,6 +147,12 @@ type Node struct {
 	metaMu sync.Mutex
 	meta   NodeMeta
 
+	// barrierOK: this node leads and its state is current (Barrier done).
+	barrierOK atomic.Bool
+	// onChange, if set, is called (without blocking) on leadership and
+	// membership changes: the VIP reconcile loop's wake-up.
+	onChange atomic.Pointer[func()]
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -208,9 +215,86 @@ func (n *Node) start(bootstrap bool, o nodeOptions) error {
 		n.log.Warn("gossip join failed; will be found by peers", "seeds", n.rec.Seeds, "err", err)
 	}
 	n.stop = make(chan struct{})
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.leaderLoop()
+	go n.mendGossip()
 	return nil
+}
+
+// mendGossip rejoins gossip through every known node that gossip does
+// not show alive: after a restart (seeds may all be stale) and after a
+// partition long enough for the peers to declare this node dead.
+func (n *Node) mendGossip() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		alive := map[string]bool{}
+		for _, m := range n.gossip.members() {
+			if m.State == "alive" {
+				alive[m.Name] = true
+			}
+		}
+		var peers []string
+		for _, nd := range n.store.Nodes() {
+			if nd.Name != n.rec.Name && !alive[nd.Name] && nd.GossipAddr != "" {
+				peers = append(peers, nd.GossipAddr)
+			}
+		}
+		if len(peers) > 0 {
+			n.gossip.join(peers) // best effort: the peer may be down
+		}
+	}
+}
+
+func (n *Node) setOnChange(f func()) {
+	if f == nil {
+		n.onChange.Store(nil)
+		return
+	}
+	n.onChange.Store(&f)
+}
+
+func (n *Node) changed() {
+	if f := n.onChange.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// setHoldsVIP publishes whether this node holds the VIP, so that peers
+// can tell when the holder dies (the tiebreaker rule).
+func (n *Node) setHoldsVIP(hold bool) {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	if n.meta.HoldsVIP == hold {
+		return
+	}
+	n.meta.HoldsVIP = hold
+	if err := n.gossip.updateMeta(n.meta); err != nil {
+		n.log.Warn("gossip metadata update", "err", err)
+	}
+}
+
+// holderDead reports whether gossip declared dead a node that held the VIP.
+func (n *Node) holderDead() bool {
+	for _, m := range n.gossip.members() {
+		if m.Name != n.rec.Name && m.Meta.HoldsVIP && (m.State == "dead" || m.State == "left") {
+			return true
+		}
+	}
+	return false
+}
+
+// applyErr is why this node cannot run the committed config ("" if it can).
+func (n *Node) applyErr() string {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	return n.meta.ApplyError
 }
 
 // close stops the node without leaving the cluster: a restart keeps the
@@ -338,6 +422,9 @@ func (n *Node) leaderLoop() {
 			if err := n.raft.raft.Barrier(5 * time.Second).Error(); err != nil {
 				n.log.Warn("leader barrier", "err", err)
 			} else {
+				if !n.barrierOK.Swap(true) {
+					n.changed()
+				}
 				n.leaderDuties()
 			}
 		}
@@ -346,10 +433,15 @@ func (n *Node) leaderLoop() {
 			return
 		case l := <-n.raft.leaderCh:
 			leading = l
+			if !l {
+				n.barrierOK.Store(false)
+			}
 			if l {
 				n.log.Info("this node is the cluster leader", "node", n.rec.Name)
 			}
+			n.changed()
 		case <-n.gossip.wake:
+			n.changed()
 		case <-watch:
 		case <-tick.C:
 		}

@@ -364,6 +364,17 @@ func (v *View) Nodes() []Node {
 }
 
 // Node returns the facts of one node.
+// NodeByID returns the node with that Raft ID.
+func (v *View) NodeByID(id string) (Node, bool) {
+	for _, n := range v.nodes {
+		if n.ID == id {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Node returns the node of that name.
 func (v *View) Node(name string) (Node, bool) {
 	n, ok := v.nodes[name]
 	return n, ok

@@ -8,6 +8,7 @@ case ${1:-test} in
 test)
 	want curl curl
 	want ip iproute2
+	want bird bird2 # the router of the active-active (BGP/ECMP) tests
 	;;
 bench)
 	want haproxy haproxy

@@ -79,6 +79,7 @@ func (c *cli) rootCmd() *cobra.Command {
 		c.serverCmd(),
 		c.demoBackendCmd(),
 	)
+	c.addClusterCommands(root)
 	return root
 }
 
