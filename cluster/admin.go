@@ -112,6 +112,7 @@ func (s *adminServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/servers/{backend}/{server}/weight", s.handleServerWeight)
 	s.routesCluster(mux)
 	s.routesRecovery(mux)
+	s.routesVIP(mux)
 	mux.HandleFunc("/", s.handleNotFound)
 }
 

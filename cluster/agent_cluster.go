@@ -58,6 +58,9 @@ func (a *Agent) detach() error {
 	if m == nil {
 		return nil
 	}
+	// Drop the VIP first, then hand leadership over (in close): the new
+	// leader claims it as soon as it leads.
+	a.stopVIP()
 	close(m.stop)
 	m.wg.Wait()
 	return m.node.close()
@@ -96,6 +99,7 @@ func (a *Agent) syncFromStore(m *membership) {
 	if mon == nil || rc == nil {
 		return
 	}
+	a.syncVIP(m, rc.Config)
 	verdicts := view.Verdicts()
 	quorum := m.node.hasLeader()
 	for _, b := range rc.Config.Backends {
@@ -299,7 +303,10 @@ type ClusterStatus struct {
 	Quorum        bool         `json:"quorum"`
 	Nodes         []NodeStatus `json:"nodes"`
 	ConfigVersion uint64       `json:"config_version"`
-	Warnings      []string     `json:"warnings"`
+	// VIPHolders are the nodes announcing the VIP (one in active-passive).
+	VIPHolders []string  `json:"vip_holders"`
+	VIP        VIPStatus `json:"vip"`
+	Warnings   []string  `json:"warnings"`
 }
 
 // NodeStatus is one node as the cluster sees it.
@@ -329,8 +336,20 @@ func (a *Agent) ClusterStatus() (ClusterStatus, error) {
 		st.ConfigVersion = cv.Version
 	}
 	gossip := map[string]Member{}
+	st.VIPHolders = []string{}
 	for _, mem := range n.gossip.members() {
 		gossip[mem.Meta.ID] = mem
+		if mem.Meta.HoldsVIP && mem.State == "alive" {
+			st.VIPHolders = append(st.VIPHolders, mem.Name)
+		}
+	}
+	slices.Sort(st.VIPHolders)
+	st.VIP, _ = a.VIPStatus()
+	if st.VIP.Mode == state.VIPModeActivePassive && len(st.VIPHolders) > 1 {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("VIP announced by %d nodes: %v", len(st.VIPHolders), st.VIPHolders))
+	}
+	if st.VIP.Mode != state.VIPModeNone && st.VIP.Mode != "" && !st.Quorum {
+		st.Warnings = append(st.Warnings, "degraded: without quorum the VIP follows the without_quorum rule")
 	}
 	suffrage := map[string]raft.ServerSuffrage{}
 	voters := 0

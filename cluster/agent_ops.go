@@ -74,6 +74,10 @@ func (a *Agent) ClusterJoin(ctx context.Context, addr, token string) error {
 func (a *Agent) ClusterLeave(ctx context.Context) error {
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
+	if a.member.Load() == nil {
+		return ErrStandalone
+	}
+	a.stopVIP()
 	m := a.member.Swap(nil)
 	if m == nil {
 		return ErrStandalone

@@ -16,9 +16,11 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/server"
 )
 
-// Values for the BGP timers as lab-findings.md measured them: a silent peer
-// is noticed after HoldTime, and a session that failed comes back within
-// about a second once the path is back.
+// Values for the BGP timers the config layer should use (lab-findings.md,
+// and TestBGPECMPWithBird): a silent node's route goes after 2-3 s (bird
+// starts its hold timer at 75-100 % of HoldTime), and a session that
+// failed is back 1.3-2 s after the path is (with bird's `error wait time
+// 1, 5` on the router and the announcer's restart of failed sessions).
 const (
 	DefaultBGPHoldTime     = 3 * time.Second
 	DefaultBGPKeepalive    = 1 * time.Second
@@ -344,8 +346,8 @@ func (b *BGPAnnouncer) Claim(ctx context.Context, addr netip.Prefix) error {
 // Release withdraws addr's route, waits until the withdrawal is on every
 // established session (at most HoldTime: a peer that has not heard from
 // us for that long has dropped the session and the route anyway), and
-// only then has Inner remove the address. After Close it only removes the
-// address.
+// only then has Inner remove the address. After Close it only passes the
+// call to Inner.
 func (b *BGPAnnouncer) Release(ctx context.Context, addr netip.Prefix) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

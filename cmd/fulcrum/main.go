@@ -80,6 +80,7 @@ func (c *cli) rootCmd() *cobra.Command {
 		c.demoBackendCmd(),
 	)
 	c.addClusterCommands(root)
+	c.addOpsCommands(root)
 	return root
 }
 
