@@ -99,6 +99,9 @@ func startGossip(o gossipOptions) (*gossip, error) {
 	conf.ProbeTimeout = o.Timers.ProbeTimeout
 	conf.SuspicionMult = o.Timers.SuspicionMult
 	conf.GossipInterval = o.Timers.GossipInterval
+	// A LAN: a peer that does not take a TCP connection within a second
+	// is down; joins and push/pulls must not hang on it.
+	conf.TCPTimeout = time.Second
 	conf.Delegate = g
 	conf.Events = g
 	conf.Logger = log.New(slogWriter{o.Log.With("component", "gossip")}, "", 0)

@@ -419,7 +419,7 @@ func (n *Node) leaderLoop() {
 	for {
 		watch := n.store.Watch()
 		if leading {
-			if err := n.raft.raft.Barrier(5 * time.Second).Error(); err != nil {
+			if err := n.raft.raft.Barrier(2 * time.Second).Error(); err != nil {
 				n.log.Warn("leader barrier", "err", err)
 			} else {
 				if !n.barrierOK.Swap(true) {

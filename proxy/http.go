@@ -56,6 +56,11 @@ func (cn *conn) serveHTTP() {
 			}
 			cn.c.SetReadDeadline(time.Now().Add(wait.D()))
 			cn.state.Store(connIdle)
+			// Shutdown sets stopping, then closes idle connections: either
+			// it sees this one idle, or this one sees it stopping.
+			if cn.eng.stopping.Load() {
+				return
+			}
 			err := cn.waitReadable()
 			if !cn.state.CompareAndSwap(connIdle, connActive) || err != nil {
 				return
