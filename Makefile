@@ -7,7 +7,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := bin/fulcrum
 
-.PHONY: all build run test lint unit fuzz bench deps-test deps-bench clean
+.PHONY: all build run test lint unit fuzz bench deps-test deps-bench deb lint-deb clean
 
 all: build
 
@@ -49,6 +49,37 @@ bench: build deps-bench
 
 deps-bench:
 	test/deps.sh bench
+
+# The Debian package: dist/fulcrum_$(DEB_VERSION)_amd64.deb, built with nfpm
+# (packaging/build-deb.sh; see packaging/README.md). DEB_VERSION is
+# `git describe` made a Debian version (packaging/version.sh), and is also
+# what the packaged `fulcrum version` prints; override it to build an
+# upgrade of the same tree: make deb DEB_VERSION=0.0.1-1
+ifndef DEB_VERSION
+DEB_VERSION := $(shell packaging/version.sh)
+endif
+DEB := dist/fulcrum_$(DEB_VERSION)_amd64.deb
+deb:
+	GO=$(GO) packaging/build-deb.sh '$(DEB_VERSION)'
+
+# Checks of the package: lintian with no error (installed with apt if
+# missing), the maintainer scripts parse, the generated docs are in it, the
+# shipped configs are valid, and the unit's systemd-analyze security score.
+lint-deb: deb
+	@command -v lintian >/dev/null || { 		if [ "$$(id -u)" = 0 ]; then 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null; 		else echo "lint-deb: lintian is missing (apt-get install lintian)" >&2; exit 1; fi; }
+	for s in packaging/scripts/*; do sh -n $$s || exit 1; done
+	dpkg-deb -c $(DEB) >dist/contents.txt
+	for f in usr/bin/fulcrum lib/systemd/system/fulcrum.service etc/fulcrum/fulcrum.yaml etc/fulcrum/lb.yaml \
+		usr/share/man/man1/fulcrum.1.gz usr/share/man/man1/fulcrum-agent.1.gz \
+		usr/share/bash-completion/completions/fulcrum usr/share/doc/fulcrum/copyright \
+		usr/share/doc/fulcrum/changelog.Debian.gz; do \
+		grep -q " ./$$f\$$" dist/contents.txt || { echo "lint-deb: $$f is not in $(DEB)" >&2; exit 1; }; done
+	dpkg-deb --ctrl-tarfile $(DEB) | tar -xO ./conffiles | grep -qx /etc/fulcrum/lb.yaml
+	dpkg-deb -f $(DEB) Version | grep -qxF '$(DEB_VERSION)'
+	dist/pkg/fulcrum config validate -f packaging/lb.yaml
+	dist/pkg/fulcrum config validate -f packaging/examples/lb-cluster.yaml
+	lintian --pedantic --fail-on error $(DEB)
+	@if command -v systemd-analyze >/dev/null; then 		systemd-analyze security --offline=yes packaging/fulcrum.service | tail -n 1; fi
 
 clean:
 	rm -rf bin dist examples/.run

@@ -78,6 +78,7 @@ func (c *cli) rootCmd() *cobra.Command {
 		c.reloadCmd(),
 		c.serverCmd(),
 		c.demoBackendCmd(),
+		c.docsCmd(),
 	)
 	c.addClusterCommands(root)
 	c.addOpsCommands(root)
