@@ -112,8 +112,10 @@ type Agent struct {
 	nodeOpts nodeOptions
 	// draining: fulcrum node drain; the node gives up the VIP.
 	draining atomic.Bool
-	vipMu    sync.Mutex
-	vip      *vipControl // nil: no VIP on this node
+	// handingOver: a drain or a stop is moving the VIP away.
+	handingOver atomic.Bool
+	vipMu       sync.Mutex
+	vip         *vipControl // nil: no VIP on this node
 
 	// mu serialises the loads of the proxy config and guards phase.
 	mu      sync.Mutex
@@ -244,8 +246,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.phase = phaseStopping
 	a.mu.Unlock()
 	a.notify.Notify(NotifyStopping)
-	// Stopping is not leaving: hand leadership over, leave gossip so peers
-	// know at once, keep the Raft membership; then drain.
+	// Stopping is not leaving: hand leadership (and the VIP) over after
+	// the requests in flight, leave gossip so peers know at once, keep the
+	// Raft membership; then drain the rest.
+	hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := a.handOver(hctx); err != nil {
+		a.log.Warn("hand over at stop", "err", err)
+	}
+	hcancel()
 	if err := a.detach(); err != nil {
 		a.log.Warn("cluster stop", "err", err)
 	}

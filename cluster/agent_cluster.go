@@ -58,11 +58,12 @@ func (a *Agent) detach() error {
 	if m == nil {
 		return nil
 	}
-	// Drop the VIP first, then hand leadership over (in close): the new
-	// leader claims it as soon as it leads.
-	a.stopVIP()
+	// Stop following the store (nothing may start VIP control again),
+	// drop the VIP, then hand leadership over (in close): the new leader
+	// claims it as soon as it leads.
 	close(m.stop)
 	m.wg.Wait()
+	a.stopVIP()
 	return m.node.close()
 }
 
@@ -84,6 +85,9 @@ func (a *Agent) followStore(m *membership) {
 			return
 		case <-ch:
 		case <-m.node.gossip.wake:
+			// Membership changed: the VIP holder re-announces (the
+			// leader loop may have taken this wake-up instead).
+			m.node.changed()
 		case <-time.After(2 * time.Second): // verdict fallback when quorum goes
 		}
 	}

@@ -165,6 +165,9 @@ func (a *Agent) ApplyConfig(ctx context.Context, doc string, ifVersion uint64, w
 	if _, err := state.Parse([]byte(doc)); err != nil {
 		return ApplyResult{}, err
 	}
+	if gap := a.schemaGap(m, []byte(doc)); gap != "" {
+		return ApplyResult{}, &state.CommandError{Code: state.CodeConflict, Message: gap}
+	}
 	res, err := m.node.propose(ctx, &state.ApplyConfig{YAML: doc, Origin: a.cfg.Node.Name, Time: time.Now().UTC(), IfVersion: ifVersion})
 	if err != nil {
 		return ApplyResult{}, err
@@ -272,4 +275,26 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// schemaGap refuses a config that uses a key the oldest live node's build
+// does not know (a rolling upgrade in progress), naming key and nodes.
+func (a *Agent) schemaGap(m *membership, doc []byte) string {
+	oldest, names := 0, []string{}
+	for _, mem := range m.node.gossip.members() {
+		if mem.State != "alive" {
+			continue
+		}
+		level := max(mem.Meta.Schema, 1)
+		switch {
+		case oldest == 0 || level < oldest:
+			oldest, names = level, []string{mem.Name}
+		case level == oldest:
+			names = append(names, mem.Name)
+		}
+	}
+	if oldest == 0 {
+		return ""
+	}
+	return state.SchemaGap(doc, oldest, names)
 }

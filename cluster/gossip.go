@@ -46,6 +46,9 @@ type NodeMeta struct {
 	ApplyError string `json:"apply_error,omitempty"`
 	// HoldsVIP: this node holds the active-passive VIP.
 	HoldsVIP bool `json:"holds_vip,omitempty"`
+	// Schema is the config schema level this node's build understands
+	// (absent: 1, a build from before levels were published).
+	Schema int `json:"schema,omitempty"`
 }
 
 // Member is a gossip peer as this node sees it.

@@ -50,7 +50,7 @@ type joinResponse struct {
 
 // newNode builds a Node value for a record and bundle (not started).
 func newNode(cfg NodeConfig, log *slog.Logger, version string, rec record, b *tlsBundle, store *state.Store) *Node {
-	return &Node{cfg: cfg, log: log, version: version, rec: rec, tls: b, store: store}
+	return &Node{cfg: cfg, log: log, version: version, rec: rec, tls: b, store: store, metaDirty: make(chan struct{}, 1)}
 }
 
 // initCluster makes this node the first member of a new cluster: a secret,

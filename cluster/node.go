@@ -144,8 +144,9 @@ type Node struct {
 	api     *nodeAPI
 	opts    nodeOptions
 
-	metaMu sync.Mutex
-	meta   NodeMeta
+	metaMu    sync.Mutex
+	meta      NodeMeta
+	metaDirty chan struct{}
 
 	// barrierOK: this node leads and its state is current (Barrier done).
 	barrierOK atomic.Bool
@@ -196,7 +197,8 @@ func (n *Node) start(bootstrap bool, o nodeOptions) error {
 		stream.Close()
 		return err
 	}
-	n.meta = NodeMeta{ID: n.rec.NodeID, RaftAddr: c.RaftAddr(), APIAddr: c.APIAddr(), Version: n.version, Role: n.rec.Role}
+	n.meta = NodeMeta{ID: n.rec.NodeID, RaftAddr: c.RaftAddr(), APIAddr: c.APIAddr(), Version: n.version,
+		Role: n.rec.Role, Schema: state.SchemaLevel()}
 	n.gossip, err = startGossip(gossipOptions{
 		Name: n.rec.Name, Bind: c.GossipAddr(), Key: pki.GossipKey(n.rec.Secret),
 		Timers: o.GossipTimers, Meta: n.meta, Log: n.log,
@@ -215,9 +217,10 @@ func (n *Node) start(bootstrap bool, o nodeOptions) error {
 		n.log.Warn("gossip join failed; will be found by peers", "seeds", n.rec.Seeds, "err", err)
 	}
 	n.stop = make(chan struct{})
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.leaderLoop()
 	go n.mendGossip()
+	go n.metaPublisher()
 	return nil
 }
 
@@ -275,8 +278,34 @@ func (n *Node) setHoldsVIP(hold bool) {
 		return
 	}
 	n.meta.HoldsVIP = hold
-	if err := n.gossip.updateMeta(n.meta); err != nil {
-		n.log.Warn("gossip metadata update", "err", err)
+	n.publishMeta()
+}
+
+// publishMeta hands the metadata to the publisher goroutine: callers (the
+// VIP reconcile pass among them) never wait on the network.
+func (n *Node) publishMeta() {
+	select {
+	case n.metaDirty <- struct{}{}:
+	default:
+	}
+}
+
+// metaPublisher gossips the latest metadata; a burst of changes is one
+// update.
+func (n *Node) metaPublisher() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.metaDirty:
+		}
+		n.metaMu.Lock()
+		m := n.meta
+		n.metaMu.Unlock()
+		if err := n.gossip.updateMeta(m); err != nil {
+			n.log.Warn("gossip metadata update", "err", err)
+		}
 	}
 }
 
@@ -502,7 +531,5 @@ func (n *Node) setApplied(version uint64, applyErr string) {
 		return
 	}
 	n.meta.Applied, n.meta.ApplyError = version, applyErr
-	if err := n.gossip.updateMeta(n.meta); err != nil {
-		n.log.Warn("gossip metadata update", "err", err)
-	}
+	n.publishMeta()
 }

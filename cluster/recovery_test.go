@@ -184,3 +184,32 @@ func TestRemoteCLIWithOperatorCertificate(t *testing.T) {
 		t.Errorf("a client without a certificate reached the admin API")
 	}
 }
+
+// TestApplyRefusesKeysTheOldestNodeLacks: during a rolling upgrade a
+// config that uses a key the oldest node's build does not know is
+// refused, naming the key and the node.
+func TestApplyRefusesKeysTheOldestNodeLacks(t *testing.T) {
+	ras := threeAgents(t)
+	// lb3 plays a build from before the vip section (schema level 1).
+	n3 := ras[2].a.member.Load().node
+	n3.metaMu.Lock()
+	n3.meta.Schema = 1
+	n3.metaMu.Unlock()
+	n3.publishMeta()
+	waitUntil(t, 5*time.Second, "lb1 to see lb3 at schema 1", func() bool {
+		for _, m := range ras[0].a.member.Load().node.gossip.members() {
+			if m.Name == "lb3" {
+				return m.Meta.Schema == 1
+			}
+		}
+		return false
+	})
+	ctx := context.Background()
+	_, err := ras[0].a.ApplyConfig(ctx, "vip: {mode: none}\n", 0, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "uses vip (config schema 2)") || !strings.Contains(err.Error(), "lb3") {
+		t.Fatalf("apply of a vip section with lb3 at schema 1: %v, want a refusal naming vip and lb3", err)
+	}
+	if _, err := ras[0].a.ApplyConfig(ctx, "backends: [{name: app}]\n", 0, time.Second); err != nil {
+		t.Errorf("a config every node knows: %v", err)
+	}
+}

@@ -31,6 +31,10 @@ type vipControl struct {
 	verified atomic.Int64 // unix nanos of the last successful VerifyLeader
 	tbOK     atomic.Bool  // the tiebreaker answers
 	lastHold atomic.Bool
+	// lastDegraded: the last hold was granted without quorum; decidedAt
+	// (unix nanos) is when the rule last ran.
+	lastDegraded atomic.Bool
+	decidedAt    atomic.Int64
 
 	mu        sync.Mutex
 	lastWhy   string
@@ -67,7 +71,9 @@ func (a *Agent) startVIP(m *membership, spec state.VIP) (*vipControl, error) {
 		defer c.wg.Done()
 		c.watchLease(ctx)
 	}()
-	m.node.setOnChange(c.rec.Wake)
+	// Re-announce (not only re-check) on every leadership or membership
+	// change: a returning peer may have missed the last GARP.
+	m.node.setOnChange(c.rec.Kick)
 	a.log.Info("VIP control started", "mode", spec.Mode, "addresses", spec.Addresses)
 	return c, nil
 }
@@ -144,7 +150,11 @@ func (c *vipControl) leaseOK() bool {
 	}
 	n := c.m.node
 	if !n.hasLeader() {
-		return true
+		// No leader known: only a hold the ownership rule granted without
+		// quorum (tiebreaker, forced claim), decided within the last few
+		// passes; never a leader's stale hold right after it stepped down.
+		recent := time.Since(time.Unix(0, c.decidedAt.Load())) < 3*vipResync
+		return c.lastDegraded.Load() && recent
 	}
 	fresh := time.Since(time.Unix(0, c.verified.Load())) < 2*n.opts.Timers.LeaderLease+n.opts.Timers.Heartbeat
 	return n.isLeader() && fresh
@@ -211,6 +221,8 @@ func (c *vipControl) desired() []netip.Prefix {
 		c.mu.Unlock()
 	}
 	c.lastHold.Store(d.Hold)
+	c.lastDegraded.Store(d.Hold && d.Degraded)
+	c.decidedAt.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.lastWhy = d.Reason
 	c.mu.Unlock()
@@ -241,7 +253,7 @@ func (c *vipControl) status() VIPStatus {
 // fit reports whether this node's proxy can take the VIP: its data plane
 // runs the committed config and it is not draining.
 func (a *Agent) fit() bool {
-	if a.draining.Load() {
+	if a.draining.Load() || a.handingOver.Load() {
 		return false
 	}
 	m := a.member.Load()
@@ -256,6 +268,9 @@ func (a *Agent) syncVIP(m *membership, cfg *state.Config) {
 	spec := cfg.EffectiveVIP()
 	a.vipMu.Lock()
 	defer a.vipMu.Unlock()
+	if a.member.Load() != m {
+		return // detached (stopping or leaving): never start VIP control again
+	}
 	if c := a.vip; c != nil && reflect.DeepEqual(c.spec, spec) {
 		return
 	}
@@ -307,28 +322,64 @@ func (a *Agent) ClaimVIP(force bool) error {
 	return nil
 }
 
-// DrainNode is `fulcrum node drain`: this node gives up the VIP (handing
-// leadership to a fit node), stops reusing keep-alive connections and
-// takes no new VIP traffic. ResumeNode undoes it.
+// DrainNode is `fulcrum node drain`: this node stops reusing keep-alive
+// connections, lets the requests in flight finish (bounded), hands
+// leadership (and with it the VIP) to a fit node, and takes no new VIP
+// traffic. ResumeNode undoes it.
 func (a *Agent) DrainNode(ctx context.Context) error {
 	a.draining.Store(true)
-	m := a.member.Load()
-	if m != nil && m.node.isLeader() && m.node.voters() > 1 {
-		if err := m.node.raft.raft.LeadershipTransfer().Error(); err != nil {
-			return fmt.Errorf("hand leadership over: %w", err)
-		}
-	}
 	a.vipMu.Lock()
 	if a.vip != nil {
 		a.vip.rec.Wake()
 	}
 	a.vipMu.Unlock()
+	return a.handOver(ctx)
+}
+
+// handOver is the planned failover of drain and SIGTERM: no more
+// keep-alive reuse; this node gives up the VIP address (it is unfit now),
+// so new connections wait in the gap and their SYNs are retransmitted to
+// the new holder; the requests already in flight finish; then leadership
+// moves and the new leader claims and announces the VIP.
+func (a *Agent) handOver(ctx context.Context) error {
+	a.handingOver.Store(true)
+	e := a.engine.Load()
+	if e != nil {
+		e.Drain(true)
+	}
+	a.vipMu.Lock()
+	c := a.vip
+	a.vipMu.Unlock()
+	if c != nil {
+		c.rec.Kick()
+		deadline := time.Now().Add(time.Second)
+		for (c.lastHold.Load() || len(c.rec.Status().Actual) > 0) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if e != nil {
+		deadline := time.Now().Add(2 * time.Second)
+		for e.InFlight() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	m := a.member.Load()
+	if m == nil || !m.node.isLeader() || m.node.voters() < 2 {
+		return nil
+	}
+	if err := m.node.raft.raft.LeadershipTransfer().Error(); err != nil {
+		return fmt.Errorf("hand leadership over: %w", err)
+	}
 	return nil
 }
 
 // ResumeNode ends a drain.
 func (a *Agent) ResumeNode() {
 	a.draining.Store(false)
+	a.handingOver.Store(false)
+	if e := a.engine.Load(); e != nil {
+		e.Drain(false)
+	}
 	a.vipMu.Lock()
 	if a.vip != nil {
 		a.vip.rec.Wake()

@@ -31,6 +31,8 @@ type Engine struct {
 	conns    map[*conn]struct{}
 	connWG   sync.WaitGroup
 	stopping atomic.Bool
+	draining atomic.Bool   // Drain: no keep-alive reuse
+	inflight atomic.Int64  // requests being served
 	stopCh   chan struct{} // closed when Shutdown begins
 
 	bufPools map[int]*bufPool // by buffer size; guarded by applyMu
@@ -172,7 +174,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	close(e.janitorStop)
 	<-e.janitorDone
 
-	e.closeIdle()
+	e.closeIdle(true)
 	done := make(chan struct{})
 	go func() {
 		e.connWG.Wait()
@@ -196,12 +198,13 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// closeIdle closes every client connection waiting for its next request.
-func (e *Engine) closeIdle() {
+// closeIdle closes every keep-alive client connection waiting for its
+// next request, and with fresh also those waiting for their first.
+func (e *Engine) closeIdle(fresh bool) {
 	e.connMu.Lock()
 	defer e.connMu.Unlock()
 	for c := range e.conns {
-		if c.state.CompareAndSwap(connIdle, connClosing) {
+		if c.state.CompareAndSwap(connIdle, connClosing) || fresh && c.state.CompareAndSwap(connNew, connClosing) {
 			c.c.Close()
 		}
 	}
@@ -240,3 +243,20 @@ func (e *Engine) globalSem() semaphore {
 	}
 	return nil
 }
+
+// Drain stops (on) or resumes keep-alive reuse: while draining, every
+// response says Connection: close and idle keep-alive connections are
+// closed, so clients open new connections (to wherever the VIP is now).
+func (e *Engine) Drain(on bool) {
+	e.draining.Store(on)
+	if on {
+		e.closeIdle(false)
+	}
+}
+
+// InFlight is the number of requests being served.
+func (e *Engine) InFlight() int64 { return e.inflight.Load() }
+
+// closing reports whether connections should close after their current
+// request.
+func (e *Engine) closing() bool { return e.stopping.Load() || e.draining.Load() }

@@ -55,14 +55,20 @@ func (cn *conn) serveHTTP() {
 				wait = fe.t.HTTPRequest
 			}
 			cn.c.SetReadDeadline(time.Now().Add(wait.D()))
-			cn.state.Store(connIdle)
-			// Shutdown sets stopping, then closes idle connections: either
-			// it sees this one idle, or this one sees it stopping.
-			if cn.eng.stopping.Load() {
+			// Shutdown sets stopping, then closes waiting connections:
+			// either it sees this one waiting, or this one sees it
+			// stopping. Drain closes only keep-alive connections between
+			// requests: a new connection still gets its first answer.
+			waiting := connIdle
+			if first {
+				waiting = connNew
+			}
+			cn.state.Store(waiting)
+			if cn.eng.stopping.Load() || !first && cn.eng.draining.Load() {
 				return
 			}
 			err := cn.waitReadable()
-			if !cn.state.CompareAndSwap(connIdle, connActive) || err != nil {
+			if !cn.state.CompareAndSwap(waiting, connActive) || err != nil {
 				return
 			}
 		}
@@ -107,13 +113,15 @@ func (x *exchange) serve() bool {
 	x.status = 0
 	x.be.counters.sessionStart()
 	defer x.be.counters.sessionEnd()
+	x.cn.eng.inflight.Add(1)
+	defer x.cn.eng.inflight.Add(-1)
 
 	ok := x.forward()
 	if x.status != 0 {
 		fe.counters.status(x.status)
 		x.be.counters.status(x.status)
 	}
-	return ok && x.keepClient && !x.cn.eng.stopping.Load()
+	return ok && x.keepClient && !x.cn.eng.closing()
 }
 
 // readHead reads and parses the request head into x.req. On a parse fault

@@ -64,7 +64,7 @@ func (x *exchange) relayResponse() error {
 		return x.upgrade(n)
 	}
 	kind := x.resp.BodyKind(x.req.Method)
-	if kind == h1.CloseDelimited || x.cn.eng.stopping.Load() {
+	if kind == h1.CloseDelimited || x.cn.eng.closing() {
 		// The end of the body is the close; or the process is stopping and
 		// tells the client so.
 		x.keepClient = false
