@@ -481,11 +481,16 @@ func (n *Node) leaderLoop() {
 // and commits verdict changes.
 func (n *Node) leaderDuties() {
 	view := n.store.View()
-	changes := view.VerdictChanges(n.liveVoterNames(), state.PolicyMajority)
+	policy := state.PolicyMajority
+	if cv, ok := view.Current(); ok && cv.Config != nil && cv.Config.Global.HealthVerdict != "" {
+		policy = cv.Config.Global.HealthVerdict
+	}
+	live := n.liveVoterNames()
+	changes := view.VerdictChanges(live, policy)
 	if len(changes) == 0 {
 		return
 	}
-	cmd := &state.SetVerdicts{Verdicts: changes, Term: n.term(), LiveVoters: n.liveVoterNames(), Policy: state.PolicyMajority}
+	cmd := &state.SetVerdicts{Verdicts: changes, Term: n.term(), LiveVoters: live, Policy: policy}
 	if _, err := n.propose(context.Background(), cmd); err != nil {
 		n.log.Warn("commit verdicts", "err", err)
 	}

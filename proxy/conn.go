@@ -17,8 +17,8 @@ import (
 // shutdown without cutting a request short.
 const (
 	connActive int32 = iota
-	connIdle      // a keep-alive connection between requests
-	connNew       // a new connection waiting for its first request
+	connIdle         // a keep-alive connection between requests
+	connNew          // a new connection waiting for its first request
 	connClosing
 )
 

@@ -28,6 +28,9 @@ type Global struct {
 	MaxHeaderSize Size `yaml:"max_header_size" json:"max_header_size"`
 	// MaxRequestLine bounds the request line alone; beyond it: 414.
 	MaxRequestLine Size `yaml:"max_request_line" json:"max_request_line"`
+	// HealthVerdict is how a cluster turns its nodes' health views into
+	// one verdict per server: majority (default), any or all.
+	HealthVerdict VerdictPolicy `yaml:"health_verdict" json:"health_verdict,omitempty"`
 }
 
 // Defaults are inherited by frontends and backends that leave a field unset.

@@ -31,7 +31,7 @@ func SchemaLevel() int {
 // their index. A key not listed is level 1.
 func keySince(path string) int {
 	switch path {
-	case "vip": // level 2: the VIP section came with the cluster's failover
+	case "vip", "global.health_verdict": // level 2: the cluster era
 		return 2
 	}
 	return 1

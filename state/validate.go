@@ -85,6 +85,9 @@ func (c *Config) ApplyDefaults() {
 	if g.MaxHeaderSize == 0 {
 		g.MaxHeaderSize = DefaultMaxHeaderSize
 	}
+	if g.HealthVerdict == "" {
+		g.HealthVerdict = PolicyMajority
+	}
 	if g.MaxRequestLine == 0 {
 		g.MaxRequestLine = min(DefaultMaxRequestLine, g.MaxHeaderSize)
 	}
@@ -217,6 +220,9 @@ func (c *Config) validateGlobal(es *Errors) {
 	}
 	if c.Global.MaxRequestLine < 64 || c.Global.MaxRequestLine > c.Global.MaxHeaderSize {
 		es.add("global.max_request_line", "must be between 64 and max_header_size, got %s", c.Global.MaxRequestLine)
+	}
+	if _, err := ParseVerdictPolicy(string(c.Global.HealthVerdict)); err != nil {
+		es.add("global.health_verdict", "%v", err)
 	}
 	validateMode(es, "defaults.mode", c.Defaults.Mode)
 	if c.Defaults.Retries != nil && (*c.Defaults.Retries < 0 || *c.Defaults.Retries > 100) {

@@ -192,3 +192,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestHealthVerdictPolicy(t *testing.T) {
+	c, err := Parse([]byte("global: {health_verdict: all}\n"))
+	if err != nil || c.Global.HealthVerdict != PolicyAll {
+		t.Errorf("health_verdict all: %v %v", c, err)
+	}
+	if c, _ := Parse(nil); c.Global.HealthVerdict != PolicyMajority {
+		t.Errorf("default health_verdict %q, want majority", c.Global.HealthVerdict)
+	}
+	if _, err := Parse([]byte("global: {health_verdict: sometimes}\n")); err == nil || !strings.Contains(err.Error(), "global.health_verdict") {
+		t.Errorf("an unknown policy: %v", err)
+	}
+}

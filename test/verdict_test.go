@@ -90,7 +90,7 @@ func TestVerdictAgreement(t *testing.T) {
 		return err == nil && st.Quorum && len(st.Nodes) == 3
 	})
 	lbPath := filepath.Join(dir, "lb.yaml")
-	writeFile(t, lbPath, fmt.Sprintf(`defaults: {mode: http, retries: 2, redispatch: true, timeouts: {connect: 500ms, server: 2s}}
+	cfgBody := fmt.Sprintf(`defaults: {mode: http, retries: 2, redispatch: true, timeouts: {connect: 500ms, server: 2s}}
 frontends:
   - {name: web, bind: ["0.0.0.0:8080"], default_backend: app}
 backends:
@@ -99,7 +99,8 @@ backends:
     servers:
       - {name: app1, address: %q, check: true}
       - {name: app2, address: %q, check: true}
-`, app1Host.HostPort(9001), app2Host.HostPort(9002)))
+`, app1Host.HostPort(9001), app2Host.HostPort(9002))
+	writeFile(t, lbPath, cfgBody)
 	if out, err := cli(nodes[0], "config", "apply", "-f", lbPath); err != nil {
 		t.Fatalf("config apply: %v\n%s", err, out)
 	}
@@ -173,6 +174,23 @@ backends:
 		if st, _, err := get(client, "http://"+nodes[2].host.HostPort(8080)+"/"); err != nil || st != 200 {
 			t.Errorf("request through lb3, which cannot reach app1: %d %v", st, err)
 		}
+	}
+
+	// With `health_verdict: all` a server is UP only if every live voter
+	// sees it UP: lb3's view now takes app1 out everywhere.
+	writeFile(t, lbPath, "global: {health_verdict: all}\n"+cfgBody)
+	if out, err := cli(nodes[0], "config", "apply", "-f", lbPath); err != nil {
+		t.Fatalf("config apply (all): %v\n%s", err, out)
+	}
+	for _, n := range nodes {
+		waitFor(t, 15*time.Second, n.name+" to take app1 out under health_verdict: all", func() bool { return serverStatus(n, "app1") == "DOWN" })
+	}
+	writeFile(t, lbPath, cfgBody)
+	if out, err := cli(nodes[0], "config", "apply", "-f", lbPath); err != nil {
+		t.Fatalf("config apply (majority again): %v\n%s", err, out)
+	}
+	for _, n := range nodes {
+		waitFor(t, 15*time.Second, n.name+" to bring app1 back under majority", func() bool { return serverStatus(n, "app1") == "UP" })
 	}
 
 	// app1 goes away for everyone: the majority sees it DOWN, every node
