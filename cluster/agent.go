@@ -300,9 +300,9 @@ func (a *Agent) Reload() error {
 	a.notify.Reloading()
 	defer a.notify.Notify(NotifyReady)
 	if a.member.Load() != nil {
-		a.log.Info("clustered: the proxy config comes from the cluster (fulcrum config apply); proxy_config is ignored",
-			"proxy_config", a.cfg.ProxyConfig)
-		return nil
+		// Clustered: the proxy config comes from the cluster; SIGHUP
+		// re-reads the node config only.
+		return a.reloadNodeConfig()
 	}
 
 	rc, err := a.load(false)
@@ -517,4 +517,27 @@ func (a *Agent) notFound(backend, server string) error {
 		}
 	}
 	return e
+}
+
+// reloadNodeConfig re-reads the node config file of a clustered node:
+// faults are refused and logged; a valid file's changes are logged, and
+// take effect at the next restart (addresses, ports and identity are
+// bound at start).
+func (a *Agent) reloadNodeConfig() error {
+	a.log.Info("clustered: the proxy config comes from the cluster (fulcrum config apply); re-reading the node config only",
+		"node_config", a.cfg.File)
+	if a.cfg.File == "" {
+		return nil
+	}
+	nc, err := LoadNodeConfig(a.cfg.File, nil)
+	if err != nil {
+		a.log.Error("node config refused", "node_config", a.cfg.File, "err", err)
+		return &ConfigError{Source: a.cfg.File, Err: err}
+	}
+	nc.File = a.cfg.File
+	if nc.Node != a.cfg.Node || nc.Cluster != a.cfg.Cluster || nc.VIP != a.cfg.VIP || nc.Log != a.cfg.Log || nc.Admin != a.cfg.Admin {
+		a.log.Warn("node config changed: the change takes effect at the next restart (systemctl restart fulcrum)",
+			"node_config", a.cfg.File)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -211,5 +212,68 @@ func TestApplyRefusesKeysTheOldestNodeLacks(t *testing.T) {
 	}
 	if _, err := ras[0].a.ApplyConfig(ctx, "backends: [{name: app}]\n", 0, time.Second); err != nil {
 		t.Errorf("a config every node knows: %v", err)
+	}
+}
+
+// TestWitnessKeepsQuorum: two voters and a witness survive the loss of
+// either voter for writes, and the witness runs no proxy.
+func TestWitnessKeepsQuorum(t *testing.T) {
+	ctx := context.Background()
+	cfgs := []NodeConfig{testNodeConfig(t, "lb1"), testNodeConfig(t, "lb2"), testNodeConfig(t, "wit")}
+	cfgs[2].Node.Role = "witness"
+	var ras []*runningAgent
+	for _, c := range cfgs {
+		ras = append(ras, runAgent(t, c))
+	}
+	res, err := ras[0].a.ClusterInit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ra := range ras[1:] {
+		if err := ra.a.ClusterJoin(ctx, apiAddr(cfgs[0]), res.Token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, 10*time.Second, "three voters", func() bool { return ras[0].a.member.Load().node.voters() == 3 })
+	doc := "frontends: [{name: web, bind: [\"127.0.0.1:0\"], default_backend: app}]\nbackends: [{name: app}]\n"
+	if _, err := ras[0].a.ApplyConfig(ctx, doc, 0, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if addrs := ras[2].a.engine.Load().Addrs(); len(addrs) != 0 {
+		t.Errorf("the witness runs a proxy: listeners %v", addrs)
+	}
+	if addrs := ras[1].a.engine.Load().Addrs(); len(addrs) != 1 {
+		t.Errorf("voter lb2 has listeners %v, want the web frontend", addrs)
+	}
+	ras[1].stop() // lose a voter
+	waitUntil(t, 15*time.Second, "a leader among lb1 and the witness", func() bool {
+		return ras[0].a.member.Load().node.hasLeader() && ras[2].a.member.Load().node.hasLeader()
+	})
+	if _, err := ras[0].a.ApplyConfig(ctx, "backends: [{name: app2}]\n", 0, time.Second); err != nil {
+		t.Errorf("write with one voter lost (two voters and a witness): %v", err)
+	}
+}
+
+// TestClusteredSIGHUPReadsNodeConfigOnly: a clustered node's reload
+// re-reads the node config (refusing a broken one) and never the proxy
+// config file.
+func TestClusteredSIGHUPReadsNodeConfigOnly(t *testing.T) {
+	cfg := testNodeConfig(t, "lb1")
+	cfg.File = filepath.Join(filepath.Dir(cfg.ProxyConfig), "node.yaml")
+	if err := os.WriteFile(cfg.File, []byte("node: {name: lb1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ra := runAgent(t, cfg)
+	if _, err := ra.a.ClusterInit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A proxy config file that would not even parse: ignored when clustered.
+	os.WriteFile(cfg.ProxyConfig, []byte("frontends: [{name: x}]\n"), 0o644)
+	if err := ra.a.Reload(); err != nil {
+		t.Errorf("clustered reload with a valid node config: %v", err)
+	}
+	os.WriteFile(cfg.File, []byte("node: {nmae: typo}\n"), 0o644)
+	if err := ra.a.Reload(); err == nil || !strings.Contains(err.Error(), "nmae") {
+		t.Errorf("clustered reload with a broken node config: %v, want a refusal naming the key", err)
 	}
 }
