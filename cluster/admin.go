@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/cluster/pki"
 	"github.com/fulcrum-lb/fulcrum/health"
 	"github.com/fulcrum-lb/fulcrum/proxy"
 	"github.com/fulcrum-lb/fulcrum/state"
@@ -388,6 +390,7 @@ func (s *adminServer) writeJSON(w http.ResponseWriter, status int, v any) {
 // AdminClient calls the admin API of the agent on a unix socket.
 type AdminClient struct {
 	socket string
+	base   string // http://fulcrum on the socket, https://HOST:PORT remote
 	hc     *http.Client
 }
 
@@ -402,7 +405,35 @@ func NewAdminClient(socketPath string) *AdminClient {
 		MaxIdleConns:    1,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &AdminClient{socket: socketPath, hc: &http.Client{Transport: tr}}
+	return &AdminClient{socket: socketPath, base: "http://fulcrum", hc: &http.Client{Transport: tr}}
+}
+
+// NewRemoteAdminClient returns a client of the agent at addr (a node's
+// API address, host:api_port) over mutual TLS with an operator
+// certificate from `fulcrum cluster issue-cert` and the cluster's CA.
+func NewRemoteAdminClient(addr, certFile, keyFile, caFile string) (*AdminClient, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("operator certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("operator key: %w", err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA: %w", err)
+	}
+	cert, err := pki.KeyPair(certPEM, keyPEM, caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("operator certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("cluster CA %s: no certificate in it", caFile)
+	}
+	tr := &http.Transport{TLSClientConfig: pki.ClientTLS(pool, cert, "", nil), MaxIdleConns: 1, IdleConnTimeout: 30 * time.Second}
+	return &AdminClient{socket: addr, base: "https://" + addr, hc: &http.Client{Transport: tr}}, nil
 }
 
 // Socket returns the socket path the client dials.
@@ -540,7 +571,7 @@ func (c *AdminClient) call(ctx context.Context, method, path string, in, out any
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://fulcrum"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
 	}

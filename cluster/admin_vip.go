@@ -72,7 +72,7 @@ func (c *AdminClient) ResumeNode(ctx context.Context) error {
 
 // SaveSnapshot calls GET /v1/cluster/snapshot and writes it to w.
 func (c *AdminClient) SaveSnapshot(ctx context.Context, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://fulcrum/v1/cluster/snapshot", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/cluster/snapshot", nil)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (c *AdminClient) SaveSnapshot(ctx context.Context, w io.Writer) error {
 
 // RestoreSnapshot calls POST /v1/cluster/snapshot with a saved snapshot.
 func (c *AdminClient) RestoreSnapshot(ctx context.Context, snap []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://fulcrum/v1/cluster/snapshot", bytes.NewReader(snap))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/cluster/snapshot", bytes.NewReader(snap))
 	if err != nil {
 		return err
 	}

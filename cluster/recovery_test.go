@@ -177,6 +177,21 @@ func TestRemoteCLIWithOperatorCertificate(t *testing.T) {
 	if st, err := get(pki.ClientTLS(ca, cert, "", nil)); err != nil || st != 200 {
 		t.Errorf("operator certificate: %d %v, want 200", st, err)
 	}
+	// The CLI's remote client (fulcrum --remote --cert --key --ca).
+	dir := t.TempDir()
+	for name, data := range map[string]string{"alice.crt": ic.CertPEM, "alice.key": ic.KeyPEM, "ca.crt": ic.CAPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc, err := NewRemoteAdminClient(apiAddr(ra.a.cfg), filepath.Join(dir, "alice.crt"), filepath.Join(dir, "alice.key"), filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if st, err := rc.ClusterStatus(context.Background()); err != nil || !st.Clustered || st.Node != "lb1" {
+		t.Errorf("remote cluster status: %+v %v", st, err)
+	}
 	nodeCert := ra.a.member.Load().node.tls.cert
 	if st, err := get(pki.ClientTLS(ca, nodeCert, "", nil)); err == nil && st == 200 {
 		t.Errorf("a node certificate reached the operator API")

@@ -55,13 +55,12 @@ func (c *cli) clusterCmd() *cobra.Command {
 // withAgent runs fn with a client of the local agent and a context
 // bounded by callTimeout plus extra.
 func (c *cli) withAgent(cmd *cobra.Command, extra time.Duration, fn func(context.Context, *cluster.AdminClient) error) error {
-	sock, err := c.socketPath(cmd)
+	client, err := c.newClient(cmd)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout+extra)
 	defer cancel()
-	client := cluster.NewAdminClient(sock)
 	defer client.Close()
 	return fn(ctx, client)
 }

@@ -48,6 +48,8 @@ type cli struct {
 	stdout, stderr io.Writer
 	configPath     string
 	socket         string
+	// remote, cert, key, ca: talk to a node's API over mutual TLS instead.
+	remote, cert, key, ca string
 	// started is set once the command line is parsed and a command runs.
 	started bool
 }
@@ -68,6 +70,10 @@ func (c *cli) rootCmd() *cobra.Command {
 	root.SetErr(c.stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.configPath, "config", cluster.DefaultNodeConfigPath, "node config file")
+	pf.StringVar(&c.remote, "remote", "", "talk to a node's API (host:api_port) over mutual TLS instead of the local socket")
+	pf.StringVar(&c.cert, "cert", "", "operator certificate for --remote (fulcrum cluster issue-cert)")
+	pf.StringVar(&c.key, "key", "", "operator key for --remote")
+	pf.StringVar(&c.ca, "ca", "", "cluster CA certificate for --remote")
 	pf.StringVar(&c.socket, "socket", "", "admin socket of the agent (default: $FULCRUM_ADMIN_SOCKET, $FULCRUM_SOCKET, admin.socket of --config, "+cluster.DefaultAdminSocket+")")
 
 	root.AddCommand(

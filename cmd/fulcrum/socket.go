@@ -41,12 +41,28 @@ func (c *cli) socketPath(cmd *cobra.Command) (string, error) {
 
 // adminClient returns a client of the agent and a context for one call.
 func (c *cli) adminClient(cmd *cobra.Command) (*cluster.AdminClient, context.Context, context.CancelFunc, error) {
-	sock, err := c.socketPath(cmd)
+	client, err := c.newClient(cmd)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-	return cluster.NewAdminClient(sock), ctx, cancel, nil
+	return client, ctx, cancel, nil
+}
+
+// newClient is a client of the local agent's socket, or with --remote of
+// a node's API over mutual TLS.
+func (c *cli) newClient(cmd *cobra.Command) (*cluster.AdminClient, error) {
+	if c.remote != "" {
+		if c.cert == "" || c.key == "" || c.ca == "" {
+			return nil, errors.New("--remote needs --cert, --key and --ca (from fulcrum cluster issue-cert)")
+		}
+		return cluster.NewRemoteAdminClient(c.remote, c.cert, c.key, c.ca)
+	}
+	sock, err := c.socketPath(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return cluster.NewAdminClient(sock), nil
 }
 
 // nodeConfigError says which node config is at fault, listing every fault.
