@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,6 +244,18 @@ func TestRemovedNodeCertificateRefused(t *testing.T) {
 	}
 	if err := dial(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}); err == nil {
 		t.Error("a client without a cluster certificate was accepted on the Raft port")
+	}
+	// The node API refuses its internal endpoints to a client without a
+	// node certificate (only the join, proved by the token, is open).
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: ms[0].node.tls.pool, MinVersion: tls.VersionTLS13}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post("https://"+ms[0].cfg.Cluster.APIAddr()+"/v1/internal/apply", "application/octet-stream", strings.NewReader("x"))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("internal apply without a certificate: HTTP %d, want 403", resp.StatusCode)
+		}
 	}
 	ctx := context.Background()
 	if _, err := ms[0].node.propose(ctx, &state.RevokeCert{Serial: nd.Serial, Node: nd.Name}); err != nil {
