@@ -135,7 +135,10 @@ type BGPAnnouncer struct {
 	closed bool
 }
 
-var _ Announcer = (*BGPAnnouncer)(nil)
+var (
+	_ Announcer  = (*BGPAnnouncer)(nil)
+	_ Withdrawer = (*BGPAnnouncer)(nil)
+)
 
 // NewBGPAnnouncer validates opts, starts the speaker and configures the
 // peers; sessions come up in the background. ctx bounds the start-up only:
@@ -351,6 +354,22 @@ func (b *BGPAnnouncer) Claim(ctx context.Context, addr netip.Prefix) error {
 func (b *BGPAnnouncer) Release(ctx context.Context, addr netip.Prefix) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.withdrawLocked(ctx, addr); err != nil {
+		return err
+	}
+	return b.opts.Inner.Release(ctx, addr)
+}
+
+// Withdraw stops announcing addr but keeps the address, so connections
+// the router already sent here can finish (a drain); Release then
+// removes it. Claim announces it again.
+func (b *BGPAnnouncer) Withdraw(ctx context.Context, addr netip.Prefix) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.withdrawLocked(ctx, addr)
+}
+
+func (b *BGPAnnouncer) withdrawLocked(ctx context.Context, addr netip.Prefix) error {
 	if id, ok := b.routes[addr]; ok && !b.closed {
 		start := time.Now()
 		before := b.sentUpdates(ctx)
@@ -362,7 +381,7 @@ func (b *BGPAnnouncer) Release(ctx context.Context, addr netip.Prefix) error {
 		pending := b.waitSent(ctx, before)
 		b.log.Info("vip withdrawn", "vip", addr, "took", time.Since(start), "unconfirmed_peers", pending)
 	}
-	return b.opts.Inner.Release(ctx, addr)
+	return nil
 }
 
 // Held lists the addresses Inner holds (read from the system).

@@ -24,3 +24,10 @@ type Announcer interface {
 	// does not remove addresses (the reconcile loop does).
 	Close() error
 }
+
+// Withdrawer is an Announcer that can stop announcing an address while
+// keeping it (BGP): a draining node withdraws first, lets the connections
+// it already has finish, then releases.
+type Withdrawer interface {
+	Withdraw(ctx context.Context, addr netip.Prefix) error
+}
