@@ -49,6 +49,16 @@ type NodeMeta struct {
 	// Schema is the config schema level this node's build understands
 	// (absent: 1, a build from before levels were published).
 	Schema int `json:"schema,omitempty"`
+	// VIPPriority is the node config's vip.priority: among fit nodes the
+	// highest priority is the preferred active-passive VIP owner.
+	VIPPriority int `json:"vip_priority,omitempty"`
+	// Fit: this node's proxy can take the VIP (VIP control runs, the
+	// committed config is in service, not draining). Absent (a build from
+	// before it was published, or a witness): never a hand-over target.
+	Fit bool `json:"fit,omitempty"`
+	// HealthySince is when the node last became fit, in unix nanoseconds
+	// (0 while unfit).
+	HealthySince int64 `json:"healthy_since,omitempty"`
 }
 
 // Member is a gossip peer as this node sees it.

@@ -16,11 +16,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/fulcrum-lb/fulcrum/cluster/pki"
 	"github.com/fulcrum-lb/fulcrum/state"
+	"github.com/fulcrum-lb/fulcrum/vip"
 )
 
 // ErrNoQuorum is returned for a write while no leader can be reached.
@@ -165,6 +167,10 @@ type nodeOptions struct {
 	// Admin, when set, serves the admin API to remote CLIs holding an
 	// operator certificate, on the node API port.
 	Admin http.Handler
+	// VIPAnnouncer, when set, replaces the system's announcer (ARP on the
+	// interface, BGP on a dummy device): in-process tests hold their VIPs
+	// in memory and touch neither an interface nor netlink.
+	VIPAnnouncer func(spec state.VIP) (vip.Announcer, error)
 }
 
 func defaultNodeOptions() nodeOptions {
@@ -198,7 +204,7 @@ func (n *Node) start(bootstrap bool, o nodeOptions) error {
 		return err
 	}
 	n.meta = NodeMeta{ID: n.rec.NodeID, RaftAddr: c.RaftAddr(), APIAddr: c.APIAddr(), Version: n.version,
-		Role: n.rec.Role, Schema: state.SchemaLevel()}
+		Role: n.rec.Role, Schema: state.SchemaLevel(), VIPPriority: n.cfg.VIP.Priority}
 	n.gossip, err = startGossip(gossipOptions{
 		Name: n.rec.Name, Bind: c.GossipAddr(), Key: pki.GossipKey(n.rec.Secret),
 		Timers: o.GossipTimers, Meta: n.meta, Log: n.log,
@@ -281,6 +287,32 @@ func (n *Node) setHoldsVIP(hold bool) {
 	n.publishMeta()
 }
 
+// setFit publishes whether this node can take the VIP (see Agent.fit).
+// HealthySince is set when it becomes fit and cleared when it is not, so
+// that a leader lets a returning preferred node take over only once it has
+// been fit for preempt_delay. It never waits on the network: the VIP
+// reconcile pass calls it.
+func (n *Node) setFit(fit bool, now time.Time) {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	if n.meta.Fit == fit {
+		return
+	}
+	n.meta.Fit = fit
+	n.meta.HealthySince = 0
+	if fit {
+		n.meta.HealthySince = now.UnixNano()
+	}
+	n.publishMeta()
+}
+
+// ownMeta returns a copy of the metadata this node publishes.
+func (n *Node) ownMeta() NodeMeta {
+	n.metaMu.Lock()
+	defer n.metaMu.Unlock()
+	return n.meta
+}
+
 // publishMeta hands the metadata to the publisher goroutine: callers (the
 // VIP reconcile pass among them) never wait on the network.
 func (n *Node) publishMeta() {
@@ -303,10 +335,30 @@ func (n *Node) metaPublisher() {
 		n.metaMu.Lock()
 		m := n.meta
 		n.metaMu.Unlock()
+		// memberlist refuses metadata over 512 bytes: a long apply error
+		// must not cost the peers this node's identity and fitness.
+		if len(m.ApplyError) > maxMetaApplyError {
+			m.ApplyError = truncateUTF8(m.ApplyError, maxMetaApplyError-len("…")) + "…"
+		}
 		if err := n.gossip.updateMeta(m); err != nil {
 			n.log.Warn("gossip metadata update", "err", err)
 		}
 	}
+}
+
+// maxMetaApplyError bounds the apply error gossiped (the full text stays
+// in this node's log).
+const maxMetaApplyError = 200
+
+// truncateUTF8 cuts s to at most max bytes, on a rune boundary.
+func truncateUTF8(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
+	}
+	return s[:max]
 }
 
 // holderDead reports whether gossip declared dead a node that held the VIP.

@@ -40,6 +40,20 @@ type vipControl struct {
 	lastWhy   string
 	holdSince time.Time
 
+	// handMu serialises the hand-overs of this node: drain and SIGTERM
+	// (handOver) wait for it, the health and priority check (watchOwner)
+	// skips its pass while another hand-over runs.
+	handMu sync.Mutex
+	// yielding: a health or priority hand-over is moving the VIP away, so
+	// the reconcile pass releases it although the proxy is fit.
+	yielding atomic.Bool
+	// ownerWake wakes watchOwner (gossip and leadership changes).
+	ownerWake chan struct{}
+	// lastHandOver is when watchOwner last started a hand-over; only it
+	// touches the field.
+	lastHandOver time.Time
+	seen         fitTracker
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -53,7 +67,7 @@ func (a *Agent) startVIP(m *membership, spec state.VIP) (*vipControl, error) {
 	if spec.Mode == state.VIPModeNone || spec.Mode == "" || a.cfg.Node.Role == "witness" {
 		return nil, nil
 	}
-	c := &vipControl{a: a, m: m, spec: spec}
+	c := &vipControl{a: a, m: m, spec: spec, ownerWake: make(chan struct{}, 1)}
 	ann, err := c.announcer()
 	if err != nil {
 		return nil, err
@@ -71,14 +85,28 @@ func (a *Agent) startVIP(m *membership, spec state.VIP) (*vipControl, error) {
 		defer c.wg.Done()
 		c.watchLease(ctx)
 	}()
+	if spec.Mode == state.VIPModeActivePassive {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.watchOwner(ctx)
+		}()
+	}
 	// Re-announce (not only re-check) on every leadership or membership
-	// change: a returning peer may have missed the last GARP.
-	m.node.setOnChange(c.rec.Kick)
+	// change: a returning peer may have missed the last GARP. The same
+	// events make the leader check whether another node should own the VIP.
+	m.node.setOnChange(func() {
+		c.rec.Kick()
+		c.pokeOwner()
+	})
 	a.log.Info("VIP control started", "mode", spec.Mode, "addresses", spec.Addresses)
 	return c, nil
 }
 
 func (c *vipControl) announcer() (vip.Announcer, error) {
+	if f := c.a.nodeOpts.VIPAnnouncer; f != nil {
+		return f(c.spec)
+	}
 	nc := c.a.cfg
 	log := c.a.log.With("component", "vip")
 	switch c.spec.Mode {
@@ -138,6 +166,9 @@ func (c *vipControl) stop() {
 	}
 	c.ann.Close()
 	c.m.node.setHoldsVIP(false)
+	// Without VIP control this node cannot take the VIP: no leader may
+	// hand it over here.
+	c.m.node.setFit(false, time.Now())
 }
 
 // leaseOK is asked before every gratuitous ARP: only a leader whose lease
@@ -197,6 +228,10 @@ func (c *vipControl) desired() []netip.Prefix {
 		}
 	}
 	voters := n.voters()
+	fit := c.a.fit()
+	// Published for the leader's hand-over check; asynchronous, so this
+	// pass never waits on gossip.
+	n.setFit(fit, time.Now())
 	in := OwnershipInput{
 		Self:              c.a.cfg.Node.Name,
 		Mode:              c.spec.Mode,
@@ -206,7 +241,7 @@ func (c *vipControl) desired() []netip.Prefix {
 		Leader:            leader,
 		LeaseOK:           n.raft.raft.State() == raft.Leader,
 		BarrierDone:       n.barrierOK.Load(),
-		Fit:               c.a.fit(),
+		Fit:               fit && !c.yielding.Load(),
 		Holding:           c.lastHold.Load(),
 		HolderDead:        n.holderDead(),
 		TiebreakerAnswers: c.tbOK.Load(),
@@ -252,15 +287,24 @@ func (c *vipControl) status() VIPStatus {
 
 // fit reports whether this node's proxy can take the VIP: its data plane
 // runs the committed config and it is not draining.
-func (a *Agent) fit() bool {
-	if a.draining.Load() || a.handingOver.Load() {
-		return false
+func (a *Agent) fit() bool { return a.unfitReason() == "" }
+
+// unfitReason says why this node's proxy cannot take the VIP ("": fit).
+func (a *Agent) unfitReason() string {
+	switch {
+	case a.draining.Load():
+		return "draining"
+	case a.handingOver.Load():
+		return "handing over"
 	}
 	m := a.member.Load()
 	if m == nil {
-		return true
+		return ""
 	}
-	return m.node.applyErr() == ""
+	if e := m.node.applyErr(); e != "" {
+		return "committed config not in service: " + e
+	}
+	return ""
 }
 
 // syncVIP (re)starts VIP control when the committed vip section changes.
@@ -340,16 +384,35 @@ func (a *Agent) DrainNode(ctx context.Context) error {
 // keep-alive reuse; this node gives up the VIP address (it is unfit now),
 // so new connections wait in the gap and their SYNs are retransmitted to
 // the new holder; the requests already in flight finish; then leadership
-// moves and the new leader claims and announces the VIP.
+// moves, to the preferred fit voter when gossip shows one, and the new
+// leader claims and announces the VIP.
 func (a *Agent) handOver(ctx context.Context) error {
 	a.handingOver.Store(true)
+	a.vipMu.Lock()
+	c := a.vip
+	a.vipMu.Unlock()
+	var to *handOverPeer
+	if c != nil {
+		// After a health or priority hand-over in progress, if any.
+		c.handMu.Lock()
+		defer c.handMu.Unlock()
+		if plan, ok := c.target(time.Now()); ok && c.m.node.isLeader() {
+			a.log.Info("handing leadership and the VIP over", "to", plan.To.Name, "reason", plan.Reason)
+			to = &plan.To
+		}
+	}
+	return a.releaseAndTransfer(ctx, c, to)
+}
+
+// releaseAndTransfer is the hand-over sequence: stop reusing keep-alive
+// connections, drop the VIP (the caller made the reconcile pass release
+// it), let the requests in flight finish (bounded), then transfer Raft
+// leadership to the voter to (nil: whichever Raft picks).
+func (a *Agent) releaseAndTransfer(ctx context.Context, c *vipControl, to *handOverPeer) error {
 	e := a.engine.Load()
 	if e != nil {
 		e.Drain(true)
 	}
-	a.vipMu.Lock()
-	c := a.vip
-	a.vipMu.Unlock()
 	if c != nil {
 		c.rec.Kick()
 		deadline := time.Now().Add(time.Second)
@@ -367,8 +430,15 @@ func (a *Agent) handOver(ctx context.Context) error {
 	if m == nil || !m.node.isLeader() || m.node.voters() < 2 {
 		return nil
 	}
-	if err := m.node.raft.raft.LeadershipTransfer().Error(); err != nil {
-		return fmt.Errorf("hand leadership over: %w", err)
+	if to == nil {
+		if err := m.node.raft.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("hand leadership over: %w", err)
+		}
+		return nil
+	}
+	f := m.node.raft.raft.LeadershipTransferToServer(raft.ServerID(to.ID), raft.ServerAddress(to.RaftAddr))
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("hand leadership over to %s: %w", to.Name, err)
 	}
 	return nil
 }
@@ -385,4 +455,252 @@ func (a *Agent) ResumeNode() {
 		a.vip.rec.Wake()
 	}
 	a.vipMu.Unlock()
+}
+
+// Health follows the VIP (active-passive): the leader holds the VIP, so a
+// leader whose proxy is unfit, or a leader that a fit node of higher
+// priority has outranked for preempt_delay, hands leadership over with the
+// planned-failover sequence. watchOwner runs on every node (it keeps
+// fitTracker current) and acts on the leader only.
+
+// ownerResync bounds how late the leader notices, when nothing woke it,
+// that a preferred node's preempt_delay is up.
+const ownerResync = 250 * time.Millisecond
+
+// minHandOverGap: a node starts at most one health or priority hand-over
+// per this period (per preempt_delay when that is longer, for a priority
+// hand-over), so that ownership cannot flap between nodes whose fitness
+// flaps.
+const minHandOverGap = 3 * time.Second
+
+// handOverPeer is another voter as the leader sees it: gossip's view of
+// its priority and fitness, and where Raft reaches it.
+type handOverPeer struct {
+	Candidate
+	// ID and RaftAddr are the voter's Raft identity, from the Raft
+	// configuration.
+	ID       string
+	RaftAddr string
+	// Alive: gossip sees the node alive (not suspect, dead or left).
+	Alive bool
+	// Witness: the node votes but serves no traffic.
+	Witness bool
+	// Applied is the config version its data plane runs.
+	Applied uint64
+}
+
+// handOverInput is what the leader knows when it asks whether another
+// node should own the VIP.
+type handOverInput struct {
+	// Self is the leader, from its own state (not from gossip).
+	Self Candidate
+	// Applied is the config version the leader's data plane runs: a peer
+	// that runs an older one has not caught up and is not a target.
+	Applied uint64
+	// Peers are the other voters.
+	Peers        []handOverPeer
+	Now          time.Time
+	PreemptDelay time.Duration
+}
+
+// handOverPlan is the answer: hand leadership to To, for Reason.
+type handOverPlan struct {
+	To     handOverPeer
+	Reason string
+	// Preempt: the leader is fit and gives way to a node of higher
+	// priority (false: the leader is unfit).
+	Preempt bool
+}
+
+// handOverTarget decides whether the leader should hand leadership (and
+// with it the VIP) to another voter, and to whom: PreferredOwner over the
+// leader and the peers that may take the VIP — alive in gossip, fit, not a
+// witness, with a Raft identity, running the leader's config version or a
+// newer one. It is pure.
+func handOverTarget(in handOverInput) (handOverPlan, bool) {
+	cands := []Candidate{in.Self}
+	eligible := map[string]handOverPeer{}
+	for _, p := range in.Peers {
+		switch {
+		case !p.Alive || !p.Fit || p.Witness, p.Name == "" || p.Name == in.Self.Name,
+			p.ID == "" || p.RaftAddr == "", p.Applied < in.Applied:
+			continue
+		}
+		if _, dup := eligible[p.Name]; dup {
+			continue
+		}
+		eligible[p.Name] = p
+		cands = append(cands, p.Candidate)
+	}
+	best := PreferredOwner(cands, in.Self.Name, in.Now, in.PreemptDelay)
+	to, ok := eligible[best]
+	if !ok {
+		return handOverPlan{}, false
+	}
+	if !in.Self.Fit {
+		return handOverPlan{To: to, Reason: fmt.Sprintf("this node is unfit; %s is the preferred fit node (priority %d)",
+			to.Name, to.Priority)}, true
+	}
+	return handOverPlan{To: to, Preempt: true, Reason: fmt.Sprintf(
+		"%s has a higher priority (%d, this node %d) and has been fit for %s (preempt_delay %s)",
+		to.Name, to.Priority, in.Self.Priority, in.Now.Sub(to.HealthySince).Round(time.Millisecond), in.PreemptDelay)}, true
+}
+
+// fitTracker remembers when this node first saw each peer fit in the
+// peer's current fit period. A peer counts as fit since the later of the
+// time it publishes and the time this node first saw it fit, so that a
+// peer whose clock runs ahead cannot shorten preempt_delay (a leader
+// elected meanwhile waits a little longer, never less).
+type fitTracker struct {
+	mu sync.Mutex
+	m  map[string]fitSeen
+}
+
+type fitSeen struct {
+	published int64 // the peer's HealthySince
+	first     time.Time
+}
+
+// since records a peer's fitness as seen now and returns since when it
+// counts as fit (zero: not fit, or unknown).
+func (t *fitTracker) since(name string, fit bool, published int64, now time.Time) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !fit || published == 0 {
+		delete(t.m, name)
+		return time.Time{}
+	}
+	if t.m == nil {
+		t.m = map[string]fitSeen{}
+	}
+	s, ok := t.m[name]
+	if !ok || s.published != published {
+		s = fitSeen{published: published, first: now}
+		t.m[name] = s
+	}
+	if p := time.Unix(0, published); p.After(s.first) {
+		return p
+	}
+	return s.first
+}
+
+// keepOnly forgets the peers not named (removed nodes).
+func (t *fitTracker) keepOnly(names map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for name := range t.m {
+		if !names[name] {
+			delete(t.m, name)
+		}
+	}
+}
+
+// target gathers the hand-over input (this node, and the other voters as
+// gossip shows them) and decides. It also keeps fitTracker current.
+func (c *vipControl) target(now time.Time) (handOverPlan, bool) {
+	n := c.m.node
+	meta := n.ownMeta()
+	self := Candidate{Name: c.a.cfg.Node.Name, Priority: meta.VIPPriority, Fit: c.a.fit()}
+	if meta.HealthySince != 0 {
+		self.HealthySince = time.Unix(0, meta.HealthySince)
+	}
+	in := handOverInput{Self: self, Applied: meta.Applied, Now: now, PreemptDelay: c.spec.PreemptAfter()}
+	f := n.raft.raft.GetConfiguration()
+	if f.Error() != nil {
+		return handOverPlan{}, false
+	}
+	byID := map[string]Member{}
+	for _, m := range n.gossip.members() {
+		if m.Meta.ID != "" {
+			byID[m.Meta.ID] = m
+		}
+	}
+	names := map[string]bool{}
+	for _, s := range f.Configuration().Servers {
+		m, ok := byID[string(s.ID)]
+		if s.Suffrage != raft.Voter || string(s.ID) == n.rec.NodeID || !ok {
+			continue
+		}
+		names[m.Name] = true
+		alive := m.State == "alive"
+		in.Peers = append(in.Peers, handOverPeer{
+			Candidate: Candidate{Name: m.Name, Priority: m.Meta.VIPPriority, Fit: m.Meta.Fit,
+				HealthySince: c.seen.since(m.Name, alive && m.Meta.Fit, m.Meta.HealthySince, now)},
+			ID: string(s.ID), RaftAddr: string(s.Address), Alive: alive, Witness: m.Meta.Role == "witness",
+			Applied: m.Meta.Applied,
+		})
+	}
+	c.seen.keepOnly(names)
+	return handOverTarget(in)
+}
+
+// pokeOwner wakes watchOwner without blocking.
+func (c *vipControl) pokeOwner() {
+	select {
+	case c.ownerWake <- struct{}{}:
+	default:
+	}
+}
+
+// watchOwner is the leader's level-triggered health and priority check:
+// woken by gossip and leadership changes, and every ownerResync.
+func (c *vipControl) watchOwner(ctx context.Context) {
+	t := time.NewTicker(ownerResync)
+	defer t.Stop()
+	for {
+		c.checkOwner(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.ownerWake:
+		case <-t.C:
+		}
+	}
+}
+
+// checkOwner hands leadership over when this node leads, its state is
+// current, and another node should own the VIP: exactly like a planned
+// failover (address dropped first, requests in flight finished, then
+// leadership to that node), at most once per minHandOverGap (per
+// preempt_delay for a priority hand-over).
+func (c *vipControl) checkOwner(ctx context.Context) {
+	now := time.Now()
+	plan, ok := c.target(now)
+	n := c.m.node
+	if !ok || !n.isLeader() || !n.barrierOK.Load() || ctx.Err() != nil {
+		return
+	}
+	gap := minHandOverGap
+	if d := c.spec.PreemptAfter(); plan.Preempt && d > gap {
+		gap = d
+	}
+	if !c.lastHandOver.IsZero() && now.Sub(c.lastHandOver) < gap {
+		return
+	}
+	if !c.handMu.TryLock() {
+		return // a drain or a stop is handing over
+	}
+	defer c.handMu.Unlock()
+	if !n.isLeader() {
+		return
+	}
+	c.lastHandOver = now
+	log := c.a.log.With("component", "vip")
+	attrs := []any{"to", plan.To.Name, "reason", plan.Reason}
+	if why := c.a.unfitReason(); why != "" {
+		attrs = append(attrs, "unfit", why)
+	}
+	log.Info("handing leadership and the VIP over", attrs...)
+	c.yielding.Store(true)
+	err := c.a.releaseAndTransfer(ctx, c, &plan.To)
+	c.yielding.Store(false)
+	// The proxy is fit: keep-alive reuse comes back, unless a drain or a
+	// stop began meanwhile (they wait for handMu, which is still held).
+	if e := c.a.engine.Load(); e != nil && !c.a.draining.Load() && !c.a.handingOver.Load() {
+		e.Drain(false)
+	}
+	c.rec.Wake()
+	if err != nil {
+		log.Warn("hand-over failed; this node keeps leadership", "to", plan.To.Name, "err", err)
+	}
 }
