@@ -29,8 +29,11 @@ type vipControl struct {
 
 	forced   atomic.Bool  // vip claim --force
 	verified atomic.Int64 // unix nanos of the last successful VerifyLeader
-	tbOK     atomic.Bool  // the tiebreaker answers
-	lastHold atomic.Bool
+	// keepAddress: active-active drain in progress; the routes are
+	// withdrawn but the /32s stay until the connections on them finish.
+	keepAddress atomic.Bool
+	tbOK        atomic.Bool // the tiebreaker answers
+	lastHold    atomic.Bool
 	// lastDegraded: the last hold was granted without quorum; decidedAt
 	// (unix nanos) is when the rule last ran.
 	lastDegraded atomic.Bool
@@ -218,6 +221,9 @@ func (c *vipControl) watchLease(ctx context.Context) {
 // desired is the reconcile loop's question: which VIPs should this node
 // hold right now?
 func (c *vipControl) desired() []netip.Prefix {
+	if c.keepAddress.Load() {
+		return c.spec.Prefixes()
+	}
 	n := c.m.node
 	leaderAddr, leaderID := n.raft.raft.LeaderWithID()
 	_ = leaderAddr
@@ -412,6 +418,26 @@ func (a *Agent) releaseAndTransfer(ctx context.Context, c *vipControl, to *handO
 	e := a.engine.Load()
 	if e != nil {
 		e.Drain(true)
+	}
+	if w, ok := c.withdrawer(); ok {
+		// Active-active: withdraw the routes first, so the router sends
+		// new flows elsewhere, and keep the /32s until the connections it
+		// already sent here have finished: a reply from an address the
+		// node no longer holds is dropped.
+		c.keepAddress.Store(true)
+		held, _ := c.ann.Held()
+		for _, p := range held {
+			if err := w.Withdraw(ctx, p); err != nil {
+				a.log.Warn("withdraw VIP route", "vip", p, "err", err)
+			}
+		}
+		if e != nil {
+			deadline := time.Now().Add(2 * time.Second)
+			for e.InFlight() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		c.keepAddress.Store(false)
 	}
 	if c != nil {
 		c.rec.Kick()
@@ -703,4 +729,13 @@ func (c *vipControl) checkOwner(ctx context.Context) {
 	if err != nil {
 		log.Warn("hand-over failed; this node keeps leadership", "to", plan.To.Name, "err", err)
 	}
+}
+
+// withdrawer returns the announcer's withdraw step (BGP), if it has one.
+func (c *vipControl) withdrawer() (vip.Withdrawer, bool) {
+	if c == nil {
+		return nil, false
+	}
+	w, ok := c.ann.(vip.Withdrawer)
+	return w, ok
 }
