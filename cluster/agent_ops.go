@@ -136,14 +136,35 @@ func (a *Agent) ClusterFailover(ctx context.Context, to string) error {
 	if !m.node.isLeader() {
 		return errors.New("run failover on the leader (see `fulcrum cluster status`)")
 	}
-	if to == "" {
-		return m.node.raft.raft.LeadershipTransfer().Error()
+	var target *handOverPeer
+	if to != "" {
+		nd, ok := m.store.View().Node(to)
+		if !ok {
+			return fmt.Errorf("no node %q in the cluster", to)
+		}
+		target = &handOverPeer{Candidate: Candidate{Name: nd.Name}, ID: nd.ID, RaftAddr: nd.RaftAddr}
 	}
-	nd, ok := m.store.View().Node(to)
-	if !ok {
-		return fmt.Errorf("no node %q in the cluster", to)
+	a.vipMu.Lock()
+	c := a.vip
+	a.vipMu.Unlock()
+	if c == nil {
+		if target == nil {
+			return m.node.raft.raft.LeadershipTransfer().Error()
+		}
+		return m.node.raft.raft.LeadershipTransferToServer(raft.ServerID(target.ID), raft.ServerAddress(target.RaftAddr)).Error()
 	}
-	return m.node.raft.raft.LeadershipTransferToServer(raft.ServerID(nd.ID), raft.ServerAddress(nd.RaftAddr)).Error()
+	// With a VIP: the planned-failover sequence (no keep-alive reuse, the
+	// address dropped, requests in flight finished, then leadership).
+	c.handMu.Lock()
+	defer c.handMu.Unlock()
+	c.yielding.Store(true)
+	err := a.releaseAndTransfer(ctx, c, target)
+	c.yielding.Store(false)
+	if e := a.engine.Load(); e != nil && !a.draining.Load() && !a.handingOver.Load() {
+		e.Drain(false)
+	}
+	c.rec.Wake()
+	return err
 }
 
 // ApplyResult is `fulcrum config apply`'s answer: the committed version

@@ -51,6 +51,11 @@ backends: [{name: app, servers: [{name: s1, address: %q}]}]
 	if resp.StatusCode != 200 || !resp.Close {
 		t.Errorf("during the drain: status %d, Connection: close %v; want 200 and close", resp.StatusCode, resp.Close)
 	}
+	// The count drops just after the response's last byte is written.
+	deadline := time.Now().Add(2 * time.Second)
+	for e.InFlight() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if n := e.InFlight(); n != 0 {
 		t.Errorf("in flight after the responses: %d", n)
 	}
