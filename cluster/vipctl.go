@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +155,12 @@ func (c *vipControl) announcer() (vip.Announcer, error) {
 }
 
 // stop withdraws (BGP) and releases every VIP this node holds, then stops.
-func (c *vipControl) stop() {
+func (c *vipControl) stop() { c.stopKeeping(nil) }
+
+// stopKeeping stops VIP control, releasing every VIP it holds but those in
+// keep: a config change that keeps an address does not drop it (the next
+// control finds it held and carries on).
+func (c *vipControl) stopKeeping(keep []netip.Prefix) {
 	c.forced.Store(false)
 	c.m.node.setOnChange(nil)
 	c.cancel()
@@ -163,6 +169,9 @@ func (c *vipControl) stop() {
 	defer cancel()
 	held, _ := c.ann.Held()
 	for _, p := range held {
+		if slices.Contains(keep, p) {
+			continue
+		}
 		if err := c.ann.Release(ctx, p); err != nil {
 			c.a.log.Warn("release VIP at stop", "vip", p, "err", err)
 		}
@@ -324,14 +333,25 @@ func (a *Agent) syncVIP(m *membership, cfg *state.Config) {
 	if c := a.vip; c != nil && reflect.DeepEqual(c.spec, spec) {
 		return
 	}
-	if a.vip != nil {
-		a.vip.stop()
+	var verified int64
+	if old := a.vip; old != nil {
+		// An active-passive address that the new spec keeps stays put
+		// through the restart, and so does the confirmed lease.
+		var keep []netip.Prefix
+		if old.spec.Mode == state.VIPModeActivePassive && spec.Mode == old.spec.Mode && old.lastHold.Load() {
+			keep = spec.Prefixes()
+			verified = old.verified.Load()
+		}
+		old.stopKeeping(keep)
 		a.vip = nil
 	}
 	c, err := a.startVIP(m, spec)
 	if err != nil {
 		a.log.Error("VIP control not started", "err", err)
 		return
+	}
+	if c != nil {
+		c.verified.Store(verified)
 	}
 	a.vip = c
 }
