@@ -30,8 +30,11 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# -p 1: one package at a time. The cluster and namespace tests measure
+# failover with LAN Raft timers (300 ms); on a 2-core CI machine two packages
+# under -race at once starve them into spurious elections.
 unit: build
-	FULCRUM_BIN=$(CURDIR)/$(BIN) FULCRUM_VERSION=$(VERSION) $(GO) test -race -count=1 -timeout 15m ./...
+	FULCRUM_BIN=$(CURDIR)/$(BIN) FULCRUM_VERSION=$(VERSION) $(GO) test -race -count=1 -p 1 -timeout 15m ./...
 
 # Short coverage-guided runs of every fuzz target (the corpus found is kept
 # under testdata/fuzz as regression cases).
