@@ -258,7 +258,7 @@ func (c *vipControl) desired() []netip.Prefix {
 		BarrierDone:       n.barrierOK.Load(),
 		Fit:               fit && !c.yielding.Load(),
 		Holding:           c.lastHold.Load(),
-		HolderDead:        n.holderDead(),
+		HolderDead:        !c.lastHold.Load() && n.holderDead(), // on the holder: only its own death counts (not known yet)
 		TiebreakerAnswers: c.tbOK.Load(),
 		ForcedClaim:       c.forced.Load(),
 	}
