@@ -389,9 +389,8 @@ func (s *adminServer) writeJSON(w http.ResponseWriter, status int, v any) {
 
 // AdminClient calls the admin API of the agent on a unix socket.
 type AdminClient struct {
-	socket string
-	base   string // http://fulcrum on the socket, https://HOST:PORT remote
-	hc     *http.Client
+	base string // http://fulcrum on the socket, https://HOST:PORT remote
+	hc   *http.Client
 }
 
 // NewAdminClient returns a client of the agent listening on socketPath.
@@ -405,7 +404,7 @@ func NewAdminClient(socketPath string) *AdminClient {
 		MaxIdleConns:    1,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &AdminClient{socket: socketPath, base: "http://fulcrum", hc: &http.Client{Transport: tr}}
+	return &AdminClient{base: "http://fulcrum", hc: &http.Client{Transport: tr}}
 }
 
 // NewRemoteAdminClient returns a client of the agent at addr (a node's
@@ -433,11 +432,8 @@ func NewRemoteAdminClient(addr, certFile, keyFile, caFile string) (*AdminClient,
 		return nil, fmt.Errorf("cluster CA %s: no certificate in it", caFile)
 	}
 	tr := &http.Transport{TLSClientConfig: pki.ClientTLS(pool, cert, "", nil), MaxIdleConns: 1, IdleConnTimeout: 30 * time.Second}
-	return &AdminClient{socket: addr, base: "https://" + addr, hc: &http.Client{Transport: tr}}, nil
+	return &AdminClient{base: "https://" + addr, hc: &http.Client{Transport: tr}}, nil
 }
-
-// Socket returns the socket path the client dials.
-func (c *AdminClient) Socket() string { return c.socket }
 
 // Close releases the client's idle connection.
 func (c *AdminClient) Close() { c.hc.CloseIdleConnections() }
@@ -513,13 +509,6 @@ func (c *AdminClient) Servers(ctx context.Context) ([]ServerState, error) {
 }
 
 // ServersJSON calls GET /v1/servers and returns the body as received
-// (health.ServerStatus for each server).
-func (c *AdminClient) ServersJSON(ctx context.Context) (json.RawMessage, error) {
-	var raw json.RawMessage
-	err := c.call(ctx, http.MethodGet, "/v1/servers", nil, &raw)
-	return raw, err
-}
-
 // Server calls GET /v1/servers/{backend}/{server}.
 func (c *AdminClient) Server(ctx context.Context, backend, server string) (ServerState, error) {
 	var st ServerState

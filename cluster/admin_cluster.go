@@ -51,6 +51,25 @@ func clusterError(err error) *APIError {
 	return &APIError{Status: http.StatusBadRequest, Code: "failed", Message: err.Error()}
 }
 
+// reply answers err (mapped to its code and status) or, without one, v.
+func (s *adminServer) reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		s.writeError(w, clusterError(err))
+		return
+	}
+	s.writeJSON(w, http.StatusOK, v)
+}
+
+// wait parses a request's wait duration ("" = 5s), answering 400 if bad.
+func (s *adminServer) wait(w http.ResponseWriter, str string) (time.Duration, bool) {
+	d, err := parseWait(str)
+	if err != nil {
+		s.writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "wait: " + err.Error()})
+		return 0, false
+	}
+	return d, true
+}
+
 func (s *adminServer) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(v); err != nil {
 		s.writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "bad request body: " + err.Error()})
@@ -61,11 +80,7 @@ func (s *adminServer) decode(w http.ResponseWriter, r *http.Request, v any) bool
 
 func (s *adminServer) handleClusterInit(w http.ResponseWriter, r *http.Request) {
 	res, err := s.agent.ClusterInit(r.Context())
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, res)
+	s.reply(w, res, err)
 }
 
 // JoinRequest is the body of POST /v1/cluster/join on the admin socket.
@@ -127,20 +142,12 @@ func (s *adminServer) handleClusterFailover(w http.ResponseWriter, r *http.Reque
 
 func (s *adminServer) handleClusterStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := s.agent.ClusterStatus()
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, st)
+	s.reply(w, st, err)
 }
 
 func (s *adminServer) handleClusterMembers(w http.ResponseWriter, r *http.Request) {
 	ms, err := s.agent.Members()
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, ms)
+	s.reply(w, ms, err)
 }
 
 // ConfigApplyRequest is the body of POST /v1/config/apply.
@@ -170,17 +177,12 @@ func (s *adminServer) handleConfigApply(w http.ResponseWriter, r *http.Request) 
 	if !s.decode(w, r, &req) {
 		return
 	}
-	wait, err := parseWait(req.Wait)
-	if err != nil {
-		s.writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "wait: " + err.Error()})
+	wait, ok := s.wait(w, req.Wait)
+	if !ok {
 		return
 	}
 	res, err := s.agent.ApplyConfig(r.Context(), req.YAML, req.IfVersion, wait)
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, res)
+	s.reply(w, res, err)
 }
 
 func (s *adminServer) handleConfigRollback(w http.ResponseWriter, r *http.Request) {
@@ -188,36 +190,23 @@ func (s *adminServer) handleConfigRollback(w http.ResponseWriter, r *http.Reques
 	if !s.decode(w, r, &req) {
 		return
 	}
-	wait, err := parseWait(req.Wait)
-	if err != nil {
-		s.writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "wait: " + err.Error()})
+	wait, ok := s.wait(w, req.Wait)
+	if !ok {
 		return
 	}
 	res, err := s.agent.RollbackConfig(r.Context(), req.To, req.IfVersion, wait)
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, res)
+	s.reply(w, res, err)
 }
 
 func (s *adminServer) handleConfigHistory(w http.ResponseWriter, r *http.Request) {
 	h, err := s.agent.ConfigHistory()
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, h)
+	s.reply(w, h, err)
 }
 
 func (s *adminServer) handleConfigVersion(w http.ResponseWriter, r *http.Request) {
 	v, _ := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
 	cv, err := s.agent.ConfigVersion(v)
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, cv)
+	s.reply(w, cv, err)
 }
 
 func (s *adminServer) handleConfigDiff(w http.ResponseWriter, r *http.Request) {
@@ -228,9 +217,5 @@ func (s *adminServer) handleConfigDiff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := s.agent.ConfigDiff(a, b)
-	if err != nil {
-		s.writeError(w, clusterError(err))
-		return
-	}
-	s.writeJSON(w, http.StatusOK, map[string]string{"diff": d})
+	s.reply(w, map[string]string{"diff": d}, err)
 }

@@ -13,11 +13,7 @@ import (
 func (s *adminServer) routesVIP(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/vip/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.agent.VIPStatus()
-		if err != nil {
-			s.writeError(w, clusterError(err))
-			return
-		}
-		s.writeJSON(w, http.StatusOK, st)
+		s.reply(w, st, err)
 	})
 	mux.HandleFunc("POST /v1/vip/claim", func(w http.ResponseWriter, r *http.Request) {
 		var req ForceRequest

@@ -180,10 +180,6 @@ func (s *adminServer) routesRecovery(mux *http.ServeMux) {
 			return
 		}
 		c, err := s.agent.IssueCert(req.Node)
-		if err != nil {
-			s.writeError(w, clusterError(err))
-			return
-		}
-		s.writeJSON(w, http.StatusOK, c)
+		s.reply(w, c, err)
 	})
 }

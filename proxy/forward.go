@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/proxy/balance"
@@ -333,17 +332,6 @@ func (b *bodyCopier) take(p []byte) (int, bool, error) {
 		return b.chunked.Scan(p)
 	}
 	return len(p), false, nil
-}
-
-// ioErr classifies an error on the server side as a timeout or not.
-func ioErr(err error) int {
-	if isTimeout(err) {
-		return 504
-	}
-	if errors.Is(err, io.EOF) {
-		return 502
-	}
-	return 502
 }
 
 // countSent counts bytes sent to the server.

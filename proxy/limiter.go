@@ -94,9 +94,3 @@ func (l *limiter) release() {
 	l.active.Add(-1)
 	l.mu.Unlock()
 }
-
-func (l *limiter) queued() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.waiters)
-}
