@@ -87,7 +87,7 @@ func (a *Agent) followStore(m *membership) {
 		case <-m.node.gossip.wake:
 			// Membership changed: the VIP holder re-announces (the
 			// leader loop may have taken this wake-up instead).
-			m.node.changed()
+			m.node.gossipChanged()
 		case <-time.After(2 * time.Second): // verdict fallback when quorum goes
 		}
 	}
@@ -323,6 +323,16 @@ type NodeStatus struct {
 	AppliedConfigVersion uint64 `json:"applied_config_version"`
 	ApplyError           string `json:"apply_error,omitempty"`
 	Version              string `json:"version"`
+	// VIP is set while the node announces the VIP.
+	VIP *NodeVIP `json:"vip,omitempty"`
+}
+
+// NodeVIP is a VIP holder as gossip shows it.
+type NodeVIP struct {
+	Since time.Time `json:"since,omitzero"`
+	// LastAnnounce is its last GARP burst (active-passive) or BGP
+	// advertisement (active-active).
+	LastAnnounce time.Time `json:"last_announce,omitzero"`
 }
 
 // Status assembles the cluster status from Raft, gossip and the store.
@@ -374,6 +384,9 @@ func (a *Agent) ClusterStatus() (ClusterStatus, error) {
 			if mem.Meta.Version != "" {
 				ns.Version = mem.Meta.Version
 			}
+			if mem.Meta.HoldsVIP && mem.State == "alive" {
+				ns.VIP = &NodeVIP{Since: fromMilli(mem.Meta.VIPSince), LastAnnounce: fromMilli(mem.Meta.Announced)}
+			}
 		}
 		if sfr, ok := suffrage[nd.ID]; ok {
 			ns.Raft = "follower"
@@ -409,6 +422,13 @@ func (a *Agent) ClusterStatus() (ClusterStatus, error) {
 	}
 	slices.SortFunc(st.Nodes, func(x, y NodeStatus) int { return strings.Compare(x.Name, y.Name) })
 	return st, nil
+}
+
+func fromMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }
 
 // loadApplied is a clustered node's start-up config: the last version it

@@ -153,10 +153,12 @@ func (a *Agent) ClusterFailover(ctx context.Context, to string) error {
 		}
 		return m.node.raft.raft.LeadershipTransferToServer(raft.ServerID(target.ID), raft.ServerAddress(target.RaftAddr)).Error()
 	}
-	// With a VIP: the planned-failover sequence (no keep-alive reuse, the
-	// address dropped, requests in flight finished, then leadership).
+	// With a VIP: the planned-failover sequence (no keep-alive reuse, new
+	// connections refused, those open finished, the address dropped, then
+	// leadership).
 	c.handMu.Lock()
 	defer c.handMu.Unlock()
+	c.finishing.Store(true)
 	c.yielding.Store(true)
 	err := a.releaseAndTransfer(ctx, c, target)
 	c.yielding.Store(false)

@@ -46,6 +46,11 @@ type NodeMeta struct {
 	ApplyError string `json:"apply_error,omitempty"`
 	// HoldsVIP: this node holds the active-passive VIP.
 	HoldsVIP bool `json:"holds_vip,omitempty"`
+	// VIPSince is when this node began to hold the VIP, and Announced
+	// when it last announced it (a GARP burst, a BGP advertisement), in
+	// unix milliseconds; 0 while it holds nothing.
+	VIPSince  int64 `json:"vip_since,omitempty"`
+	Announced int64 `json:"announced,omitempty"`
 	// Schema is the config schema level this node's build understands
 	// (absent: 1, a build from before levels were published).
 	Schema int `json:"schema,omitempty"`
@@ -76,6 +81,7 @@ type gossip struct {
 	mu    sync.Mutex
 	meta  []byte
 	table map[string]Member // copied in the event delegates
+	moved bool              // see takeMembershipMoved
 	wake  chan struct{}
 }
 
@@ -189,9 +195,22 @@ func (g *gossip) record(n *memberlist.Node, state string) {
 	m := Member{Name: n.Name, Addr: n.Address(), State: state}
 	json.Unmarshal(n.Meta, &m.Meta)
 	g.mu.Lock()
+	if old, ok := g.table[n.Name]; !ok || old.State != state {
+		g.moved = true
+	}
 	g.table[n.Name] = m
 	g.mu.Unlock()
 	g.poke()
+}
+
+// takeMembershipMoved reports whether a node appeared or changed state
+// (alive, dead, left) since the last call, as opposed to metadata updates.
+func (g *gossip) takeMembershipMoved() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	moved := g.moved
+	g.moved = false
+	return moved
 }
 
 func (g *gossip) poke() {

@@ -152,9 +152,9 @@ type Node struct {
 
 	// barrierOK: this node leads and its state is current (Barrier done).
 	barrierOK atomic.Bool
-	// onChange, if set, is called (without blocking) on leadership and
-	// membership changes: the VIP reconcile loop's wake-up.
-	onChange atomic.Pointer[func()]
+	// onChange, if set, is called (without blocking) on leadership,
+	// membership and peer metadata changes: the VIP control's wake-up.
+	onChange atomic.Pointer[func(membership bool)]
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -261,7 +261,7 @@ func (n *Node) mendGossip() {
 	}
 }
 
-func (n *Node) setOnChange(f func()) {
+func (n *Node) setOnChange(f func(membership bool)) {
 	if f == nil {
 		n.onChange.Store(nil)
 		return
@@ -269,22 +269,40 @@ func (n *Node) setOnChange(f func()) {
 	n.onChange.Store(&f)
 }
 
-func (n *Node) changed() {
+// changed calls onChange; membership says whether leadership or the
+// membership (a node joining, leaving, dying) moved, rather than only a
+// peer's metadata.
+func (n *Node) changed(membership bool) {
 	if f := n.onChange.Load(); f != nil {
-		(*f)()
+		(*f)(membership)
 	}
 }
 
+// gossipChanged is changed for a gossip wake-up.
+func (n *Node) gossipChanged() { n.changed(n.gossip.takeMembershipMoved()) }
+
 // setHoldsVIP publishes whether this node holds the VIP, so that peers
-// can tell when the holder dies (the tiebreaker rule).
-func (n *Node) setHoldsVIP(hold bool) {
+// can tell when the holder dies (the tiebreaker rule), and for `cluster
+// status` since when and when it last announced it (zero times: unknown).
+func (n *Node) setHoldsVIP(hold bool, since, announced time.Time) {
+	var s, a int64
+	if hold {
+		s, a = unixMilli(since), unixMilli(announced)
+	}
 	n.metaMu.Lock()
 	defer n.metaMu.Unlock()
-	if n.meta.HoldsVIP == hold {
+	if n.meta.HoldsVIP == hold && n.meta.VIPSince == s && n.meta.Announced == a {
 		return
 	}
-	n.meta.HoldsVIP = hold
+	n.meta.HoldsVIP, n.meta.VIPSince, n.meta.Announced = hold, s, a
 	n.publishMeta()
+}
+
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // setFit publishes whether this node can take the VIP (see Agent.fit).
@@ -504,7 +522,7 @@ func (n *Node) leaderLoop() {
 				n.log.Warn("leader barrier", "err", err)
 			} else {
 				if !n.barrierOK.Swap(true) {
-					n.changed()
+					n.changed(true)
 				}
 				n.leaderDuties()
 			}
@@ -520,9 +538,9 @@ func (n *Node) leaderLoop() {
 			if l {
 				n.log.Info("this node is the cluster leader", "node", n.rec.Name)
 			}
-			n.changed()
+			n.changed(true)
 		case <-n.gossip.wake:
-			n.changed()
+			n.gossipChanged()
 		case <-watch:
 		case <-tick.C:
 		}

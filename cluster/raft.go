@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -203,19 +205,33 @@ func hclogAdapter(log *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:            "raft",
 		Level:           hclog.Info,
-		Output:          slogWriter{log},
+		Output:          slogWriter{log.With("component", "raft")},
 		DisableTime:     true,
 		IncludeLocation: false,
 	})
 }
 
+// slogWriter turns the line-per-record output of Raft's hclog and of
+// memberlist's log.Logger into slog records, at the level the line's
+// "[LEVEL]" prefix names (memberlist's [DEBUG] lines are debug records).
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	msg := string(p)
-	for len(msg) > 0 && (msg[len(msg)-1] == '\n' || msg[len(msg)-1] == '\r') {
-		msg = msg[:len(msg)-1]
+	msg := strings.TrimRight(string(p), "\r\n")
+	level := slog.LevelInfo
+	if rest, ok := strings.CutPrefix(msg, "["); ok {
+		if name, text, ok := strings.Cut(rest, "]"); ok {
+			switch name {
+			case "TRACE", "DEBUG":
+				level = slog.LevelDebug
+			case "WARN":
+				level = slog.LevelWarn
+			case "ERR", "ERROR":
+				level = slog.LevelError
+			}
+			msg = strings.TrimSpace(text)
+		}
 	}
-	w.log.Info(msg, "component", "raft")
+	w.log.Log(context.Background(), level, msg)
 	return len(p), nil
 }

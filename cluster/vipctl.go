@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/fulcrum-lb/fulcrum/proxy"
 	"github.com/fulcrum-lb/fulcrum/state"
 	"github.com/fulcrum-lb/fulcrum/vip"
 )
@@ -30,11 +31,13 @@ type vipControl struct {
 
 	forced   atomic.Bool  // vip claim --force
 	verified atomic.Int64 // unix nanos of the last successful VerifyLeader
-	// keepAddress: active-active drain in progress; the routes are
-	// withdrawn but the /32s stay until the connections on them finish.
-	keepAddress atomic.Bool
-	tbOK        atomic.Bool // the tiebreaker answers
-	lastHold    atomic.Bool
+	// finishing: a planned hand-over is letting the connections this node
+	// has finish (new ones are refused) before the address goes. The
+	// ownership rule still runs, but the hand-over does not count as
+	// unfitness yet: a holder keeps holding, a non-holder does not start.
+	finishing atomic.Bool
+	tbOK      atomic.Bool // the tiebreaker answers
+	lastHold  atomic.Bool
 	// lastDegraded: the last hold was granted without quorum; decidedAt
 	// (unix nanos) is when the rule last ran.
 	lastDegraded atomic.Bool
@@ -99,8 +102,12 @@ func (a *Agent) startVIP(m *membership, spec state.VIP) (*vipControl, error) {
 	// Re-announce (not only re-check) on every leadership or membership
 	// change: a returning peer may have missed the last GARP. The same
 	// events make the leader check whether another node should own the VIP.
-	m.node.setOnChange(func() {
-		c.rec.Kick()
+	m.node.setOnChange(func(membership bool) {
+		if membership {
+			c.rec.Kick()
+		} else {
+			c.rec.Wake() // metadata only (this node's own included): no GARP
+		}
 		c.pokeOwner()
 	})
 	a.log.Info("VIP control started", "mode", spec.Mode, "addresses", spec.Addresses)
@@ -177,7 +184,7 @@ func (c *vipControl) stopKeeping(keep []netip.Prefix) {
 		}
 	}
 	c.ann.Close()
-	c.m.node.setHoldsVIP(false)
+	c.m.node.setHoldsVIP(false, time.Time{}, time.Time{})
 	// Without VIP control this node cannot take the VIP: no leader may
 	// hand it over here.
 	c.m.node.setFit(false, time.Now())
@@ -230,9 +237,6 @@ func (c *vipControl) watchLease(ctx context.Context) {
 // desired is the reconcile loop's question: which VIPs should this node
 // hold right now?
 func (c *vipControl) desired() []netip.Prefix {
-	if c.keepAddress.Load() {
-		return c.spec.Prefixes()
-	}
 	n := c.m.node
 	leaderAddr, leaderID := n.raft.raft.LeaderWithID()
 	_ = leaderAddr
@@ -256,7 +260,7 @@ func (c *vipControl) desired() []netip.Prefix {
 		Leader:            leader,
 		LeaseOK:           n.raft.raft.State() == raft.Leader,
 		BarrierDone:       n.barrierOK.Load(),
-		Fit:               fit && !c.yielding.Load(),
+		Fit:               fit && !c.yielding.Load() || c.finishing.Load() && c.lastHold.Load(),
 		Holding:           c.lastHold.Load(),
 		HolderDead:        !c.lastHold.Load() && n.holderDead(), // on the holder: only its own death counts (not known yet)
 		TiebreakerAnswers: c.tbOK.Load(),
@@ -275,8 +279,9 @@ func (c *vipControl) desired() []netip.Prefix {
 	c.decidedAt.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.lastWhy = d.Reason
+	since := c.holdSince
 	c.mu.Unlock()
-	n.setHoldsVIP(d.Hold)
+	n.setHoldsVIP(d.Hold, since, c.rec.Status().LastAnnounce)
 	if !d.Hold {
 		return nil
 	}
@@ -285,19 +290,27 @@ func (c *vipControl) desired() []netip.Prefix {
 
 // VIPStatus is `fulcrum vip status`: this node's reconcile loop.
 type VIPStatus struct {
-	Mode      string              `json:"mode"`
-	Hold      bool                `json:"hold"`
-	Reason    string              `json:"reason"`
-	Since     time.Time           `json:"since,omitzero"`
-	Forced    bool                `json:"forced"`
-	Reconcile vip.ReconcileStatus `json:"reconcile"`
+	Mode      string   `json:"mode"`
+	Addresses []string `json:"addresses,omitempty"`
+	// WithoutQuorum is the rule in force when the cluster loses quorum
+	// (active-passive: release or tiebreaker, auto resolved).
+	WithoutQuorum string              `json:"without_quorum,omitempty"`
+	Hold          bool                `json:"hold"`
+	Reason        string              `json:"reason"`
+	Since         time.Time           `json:"since,omitzero"`
+	Forced        bool                `json:"forced"`
+	Reconcile     vip.ReconcileStatus `json:"reconcile"`
 }
 
 func (c *vipControl) status() VIPStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return VIPStatus{Mode: c.spec.Mode, Hold: c.lastHold.Load(), Reason: c.lastWhy, Since: c.holdSince,
-		Forced: c.forced.Load(), Reconcile: c.rec.Status()}
+	st := VIPStatus{Mode: c.spec.Mode, Addresses: c.spec.Addresses, Hold: c.lastHold.Load(), Reason: c.lastWhy,
+		Since: c.holdSince, Forced: c.forced.Load(), Reconcile: c.rec.Status()}
+	if c.spec.Mode == state.VIPModeActivePassive {
+		st.WithoutQuorum = c.spec.WithoutQuorumRule(c.m.node.voters())
+	}
+	return st
 }
 
 // fit reports whether this node's proxy can take the VIP: its data plane
@@ -335,6 +348,7 @@ func (a *Agent) syncVIP(m *membership, cfg *state.Config) {
 	}
 	var verified int64
 	if old := a.vip; old != nil {
+		a.log.Info("vip section changed: restarting VIP control", "from", fmt.Sprintf("%+v", old.spec), "to", fmt.Sprintf("%+v", spec))
 		// An active-passive address that the new spec keeps stays put
 		// through the restart, and so does the confirmed lease.
 		var keep []netip.Prefix
@@ -397,22 +411,28 @@ func (a *Agent) ClaimVIP(force bool) error {
 // leadership (and with it the VIP) to a fit node, and takes no new VIP
 // traffic. ResumeNode undoes it.
 func (a *Agent) DrainNode(ctx context.Context) error {
+	a.beginFinishing()
 	a.draining.Store(true)
-	a.vipMu.Lock()
-	if a.vip != nil {
-		a.vip.rec.Wake()
-	}
-	a.vipMu.Unlock()
 	return a.handOver(ctx)
 }
 
-// handOver is the planned failover of drain and SIGTERM: no more
-// keep-alive reuse; this node gives up the VIP address (it is unfit now),
-// so new connections wait in the gap and their SYNs are retransmitted to
-// the new holder; the requests already in flight finish; then leadership
-// moves, to the preferred fit voter when gossip shows one, and the new
-// leader claims and announces the VIP.
+// beginFinishing marks this node's VIP control as finishing (see
+// vipControl.finishing) before a drain or a stop makes the node unfit, so
+// that no reconcile pass drops the address before the connections on it
+// have finished. releaseAndTransfer ends it.
+func (a *Agent) beginFinishing() {
+	a.vipMu.Lock()
+	defer a.vipMu.Unlock()
+	if a.vip != nil {
+		a.vip.finishing.Store(true)
+	}
+}
+
+// handOver is the planned failover of drain and SIGTERM (see
+// releaseAndTransfer): leadership moves to the preferred fit voter when
+// gossip shows one, else to whichever Raft picks.
 func (a *Agent) handOver(ctx context.Context) error {
+	a.beginFinishing()
 	a.handingOver.Store(true)
 	a.vipMu.Lock()
 	c := a.vip
@@ -430,45 +450,41 @@ func (a *Agent) handOver(ctx context.Context) error {
 	return a.releaseAndTransfer(ctx, c, to)
 }
 
-// releaseAndTransfer is the hand-over sequence: stop reusing keep-alive
-// connections, drop the VIP (the caller made the reconcile pass release
-// it), let the requests in flight finish (bounded), then transfer Raft
-// leadership to the voter to (nil: whichever Raft picks).
+// releaseAndTransfer is the planned hand-over, with the caller having made
+// the node unfit and c finishing: stop reusing keep-alive connections,
+// refuse new connections for the VIP (dropped SYNs, which clients
+// retransmit to the new holder), withdraw the routes (active-active), let
+// the connections already open finish (at most vip.handover_timeout), drop
+// the address, then transfer Raft leadership to the voter to (nil:
+// whichever Raft picks); the new leader claims and announces the VIP.
 func (a *Agent) releaseAndTransfer(ctx context.Context, c *vipControl, to *handOverPeer) error {
 	e := a.engine.Load()
 	if e != nil {
 		e.Drain(true)
 	}
-	if w, ok := c.withdrawer(); ok {
-		// Active-active: withdraw the routes first, so the router sends
-		// new flows elsewhere, and keep the /32s until the connections it
-		// already sent here have finished: a reply from an address the
-		// node no longer holds is dropped.
-		c.keepAddress.Store(true)
-		held, _ := c.ann.Held()
-		for _, p := range held {
-			if err := w.Withdraw(ctx, p); err != nil {
-				a.log.Warn("withdraw VIP route", "vip", p, "err", err)
-			}
-		}
-		if e != nil {
-			deadline := time.Now().Add(2 * time.Second)
-			for e.InFlight() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-		c.keepAddress.Store(false)
-	}
 	if c != nil {
+		if e != nil {
+			var addrs []netip.Addr
+			for _, p := range c.spec.Prefixes() {
+				addrs = append(addrs, p.Addr())
+			}
+			if err := e.Refuse(addrs); err != nil {
+				a.log.Warn("refuse new connections for the VIP", "err", err)
+			}
+			defer func() {
+				if err := e.Refuse(nil); err != nil {
+					a.log.Warn("stop refusing connections for the VIP", "err", err)
+				}
+			}()
+		}
+		c.withdraw(ctx)
+		if e != nil {
+			finish(ctx, e, c.spec.HandOverWait())
+		}
+		c.finishing.Store(false)
 		c.rec.Kick()
 		deadline := time.Now().Add(time.Second)
 		for (c.lastHold.Load() || len(c.rec.Status().Actual) > 0) && time.Now().Before(deadline) && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	if e != nil {
-		deadline := time.Now().Add(2 * time.Second)
-		for e.InFlight() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -487,6 +503,45 @@ func (a *Agent) releaseAndTransfer(ctx context.Context, c *vipControl, to *handO
 		return fmt.Errorf("hand leadership over to %s: %w", to.Name, err)
 	}
 	return nil
+}
+
+// handshakeGrace is how long a hand-over gives the handshakes begun
+// before the refusal to complete (a LAN round trip or a few): until then
+// such a connection is visible neither as a connection nor in the accept
+// queue, and its request would be lost when the address moves.
+const handshakeGrace = 50 * time.Millisecond
+
+// finish waits, at most wait, for the connections e has, including those
+// in the kernel's accept queues and the handshakes in progress, to end.
+func finish(ctx context.Context, e *proxy.Engine, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	grace := time.NewTimer(min(handshakeGrace, wait))
+	defer grace.Stop()
+	select {
+	case <-grace.C:
+	case <-ctx.Done():
+		return
+	}
+	for !e.Idle() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// withdraw withdraws the routes of the VIPs this node announces
+// (active-active), so that the router sends new flows elsewhere; the /32s
+// stay while the connections the router already sent here finish (a reply
+// from an address the node no longer holds is dropped).
+func (c *vipControl) withdraw(ctx context.Context) {
+	w, ok := c.withdrawer()
+	if !ok {
+		return
+	}
+	held, _ := c.ann.Held()
+	for _, p := range held {
+		if err := w.Withdraw(ctx, p); err != nil {
+			c.a.log.Warn("withdraw VIP route", "vip", p, "err", err)
+		}
+	}
 }
 
 // ResumeNode ends a drain.
@@ -706,8 +761,7 @@ func (c *vipControl) watchOwner(ctx context.Context) {
 
 // checkOwner hands leadership over when this node leads, its state is
 // current, and another node should own the VIP: exactly like a planned
-// failover (address dropped first, requests in flight finished, then
-// leadership to that node), at most once per minHandOverGap (per
+// failover (see releaseAndTransfer), at most once per minHandOverGap (per
 // preempt_delay for a priority hand-over).
 func (c *vipControl) checkOwner(ctx context.Context) {
 	now := time.Now()
@@ -737,6 +791,7 @@ func (c *vipControl) checkOwner(ctx context.Context) {
 		attrs = append(attrs, "unfit", why)
 	}
 	log.Info("handing leadership and the VIP over", attrs...)
+	c.finishing.Store(true)
 	c.yielding.Store(true)
 	err := c.a.releaseAndTransfer(ctx, c, &plan.To)
 	c.yielding.Store(false)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,7 @@ type Engine struct {
 	stopCh   chan struct{} // closed when Shutdown begins
 
 	bufPools map[int]*bufPool // by buffer size; guarded by applyMu
+	refused  []netip.Addr     // see Refuse; guarded by applyMu
 	health   Health           // guarded by applyMu
 
 	janitorStop chan struct{}
@@ -88,7 +90,13 @@ func (e *Engine) Apply(cfg *state.Config) error {
 				}
 				return fmt.Errorf("frontend %s: %w", f.name, err)
 			}
-			fresh[a] = &listener{addr: a, ln: ln, eng: e, done: make(chan struct{})}
+			l := &listener{addr: a, ln: ln, eng: e, done: make(chan struct{})}
+			if len(e.refused) > 0 {
+				if err := l.setRefuse(e.refused); err != nil {
+					e.log.Warn("new listener takes connections for refused addresses", "bind", a, "err", err)
+				}
+			}
+			fresh[a] = l
 		}
 	}
 	if cfg.Global.MaxConn != e.globalMax {

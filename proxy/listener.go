@@ -25,7 +25,7 @@ type listener struct {
 }
 
 // listen binds addr with IP_FREEBIND (so a VIP not yet held can be bound)
-// and SO_REUSEADDR.
+// and SO_REUSEADDR, as a plain TCP socket.
 func listen(addr string) (*net.TCPListener, error) {
 	lc := net.ListenConfig{
 		KeepAlive: -1,
@@ -47,6 +47,9 @@ func listen(addr string) (*net.TCPListener, error) {
 			return serr
 		},
 	}
+	// Plain TCP: Go listens with MPTCP where the kernel has it, and an
+	// MPTCP socket takes no socket filter (see Engine.Refuse).
+	lc.SetMultipathTCP(false)
 	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("bind %s: %w", addr, err)

@@ -15,7 +15,7 @@ import (
 // grows: a release that adds config keys raises it and lists the keys in
 // keySince. It is a build constant (set with -ldflags -X to build an
 // older-looking package for upgrade tests), never changed at run time.
-var schemaLevel = "2"
+var schemaLevel = "3"
 
 // SchemaLevel returns the config schema level of this build.
 func SchemaLevel() int {
@@ -33,6 +33,8 @@ func keySince(path string) int {
 	switch path {
 	case "vip", "global.health_verdict": // level 2: the cluster era
 		return 2
+	case "vip.handover_timeout":
+		return 3
 	}
 	return 1
 }

@@ -14,6 +14,13 @@ func TestRequiredSchemaWalksEveryKey(t *testing.T) {
 	if err != nil || level != 2 || key != "vip" {
 		t.Errorf("a document with a vip section: %d %q %v, want 2 vip", level, key, err)
 	}
+	level, key, err = RequiredSchema([]byte("vip: {mode: none, handover_timeout: 1s}\n"))
+	if err != nil || level != 3 || key != "vip.handover_timeout" {
+		t.Errorf("a document with vip.handover_timeout: %d %q %v, want 3 vip.handover_timeout", level, key, err)
+	}
+	if SchemaLevel() != 3 {
+		t.Errorf("this build's SchemaLevel is %d, want 3 (vip.handover_timeout)", SchemaLevel())
+	}
 	if _, _, err := RequiredSchema([]byte("a: [")); err == nil {
 		t.Error("broken YAML accepted")
 	}

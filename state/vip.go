@@ -41,6 +41,8 @@ const (
 	DefaultGARPInterval    = Duration(200 * time.Millisecond)
 	DefaultGARPRefresh     = Duration(10 * time.Second)
 	DefaultPreemptDelay    = Duration(30 * time.Second)
+	DefaultHandOverTimeout = Duration(2 * time.Second)
+	MaxHandOverTimeout     = Duration(5 * time.Minute)
 	DefaultBGPHoldTime     = Duration(3 * time.Second)
 	DefaultBGPKeepalive    = Duration(time.Second)
 	DefaultBGPConnectRetry = Duration(time.Second)
@@ -76,6 +78,13 @@ type VIP struct {
 	// before it takes the VIP back; 0: never preempt. Default 30s (nil
 	// until ApplyDefaults; use PreemptAfter).
 	PreemptDelay *Duration `yaml:"preempt_delay" json:"preempt_delay,omitempty"`
+	// HandOverTimeout bounds how long a planned hand-over (drain, stop,
+	// upgrade, failover, failback) lets the connections the node has
+	// finish before the address moves; new connections for the VIP wait
+	// meanwhile (their SYNs are dropped, and retransmitted after 1 s, then
+	// 3 s). 0: move at once. Default 2s (nil until ApplyDefaults; use
+	// HandOverWait). Schema level 3.
+	HandOverTimeout *Duration `yaml:"handover_timeout" json:"handover_timeout,omitempty"`
 	// BGP is the speaker's settings for active-active.
 	BGP BGP `yaml:"bgp" json:"bgp"`
 }
@@ -133,6 +142,9 @@ func (v *VIP) ApplyDefaults() {
 	if v.PreemptDelay == nil {
 		v.PreemptDelay = ptr(DefaultPreemptDelay)
 	}
+	if v.HandOverTimeout == nil {
+		v.HandOverTimeout = ptr(DefaultHandOverTimeout)
+	}
 	setInt(&v.GARP.Burst, DefaultGARPBurst)
 	setDur(&v.GARP.Interval, DefaultGARPInterval)
 	if v.GARP.Refresh == nil {
@@ -149,6 +161,14 @@ func (v *VIP) PreemptAfter() time.Duration {
 		return DefaultPreemptDelay.D()
 	}
 	return v.PreemptDelay.D()
+}
+
+// HandOverWait is the hand-over timeout (see VIP.HandOverTimeout).
+func (v *VIP) HandOverWait() time.Duration {
+	if v.HandOverTimeout == nil {
+		return DefaultHandOverTimeout.D()
+	}
+	return v.HandOverTimeout.D()
 }
 
 // RefreshEvery is the GARP refresh period (0: no refresh).
@@ -255,6 +275,9 @@ func (v *VIP) validate(es *Errors, p string) {
 		es.add(p+".without_quorum", "unknown rule %q (want release, tiebreaker or auto)", v.WithoutQuorum)
 	}
 	// PreemptDelay needs no check: the parser refuses negative durations.
+	if h := v.HandOverTimeout; h != nil && *h > MaxHandOverTimeout {
+		es.add(p+".handover_timeout", "must be at most %s, got %s", MaxHandOverTimeout, *h)
+	}
 
 	v.BGP.validate(es, p+".bgp", v.Mode == VIPModeActiveActive)
 }

@@ -44,6 +44,9 @@ func TestVIPDefaults(t *testing.T) {
 	if v.PreemptAfter() != 30*time.Second {
 		t.Errorf("preempt_delay %v", v.PreemptAfter())
 	}
+	if v.HandOverWait() != 2*time.Second {
+		t.Errorf("handover_timeout %v", v.HandOverWait())
+	}
 	if b := v.BGP; b.HoldTime.D() != 3*time.Second || b.Keepalive.D() != time.Second || b.ConnectRetry.D() != time.Second {
 		t.Errorf("bgp timers %+v", b)
 	}
@@ -61,13 +64,13 @@ func TestVIPDefaults(t *testing.T) {
 // Zero means off for refresh and never for preempt_delay: an explicit 0 is
 // not replaced by the default, and survives ApplyDefaults again.
 func TestVIPExplicitZeros(t *testing.T) {
-	c, err := Parse([]byte("vip: {mode: active-passive, addresses: [10.0.0.100/24], garp: {refresh: 0}, preempt_delay: 0}\n"))
+	c, err := Parse([]byte("vip: {mode: active-passive, addresses: [10.0.0.100/24], garp: {refresh: 0}, preempt_delay: 0, handover_timeout: 0}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.ApplyDefaults()
-	if c.VIP.GARP.RefreshEvery() != 0 || c.VIP.PreemptAfter() != 0 {
-		t.Errorf("refresh %v preempt %v, want 0 0", c.VIP.GARP.RefreshEvery(), c.VIP.PreemptAfter())
+	if c.VIP.GARP.RefreshEvery() != 0 || c.VIP.PreemptAfter() != 0 || c.VIP.HandOverWait() != 0 {
+		t.Errorf("refresh %v preempt %v handover %v, want 0 0 0", c.VIP.GARP.RefreshEvery(), c.VIP.PreemptAfter(), c.VIP.HandOverWait())
 	}
 }
 
@@ -122,6 +125,9 @@ func TestVIPValidationByPath(t *testing.T) {
 		{"active-active", `vip: {mode: active-active, addresses: ["192.0.2.10/24", "192.0.2.11/32"]}`, []string{
 			"vip.addresses[0]: active-active announces host routes: want 192.0.2.10/32, got /24",
 			"vip.bgp.peers: active-active needs at least one BGP peer",
+		}},
+		{"handover_timeout", `vip: {mode: active-passive, addresses: ["10.0.0.100/24"], handover_timeout: 6m}`, []string{
+			"vip.handover_timeout: must be at most 5m0s, got 6m0s",
 		}},
 		{"garp", `vip: {mode: active-passive, addresses: ["10.0.0.100/24"], garp: {burst: 51, interval: 1ms, refresh: 500ms}}`, []string{
 			"vip.garp.burst: must be between 1 and 50, got 51",

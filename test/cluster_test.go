@@ -62,6 +62,10 @@ type nodeStatusJSON struct {
 	Gossip  string `json:"gossip"`
 	Raft    string `json:"raft"`
 	Applied uint64 `json:"applied_config_version"`
+	VIP     *struct {
+		Since        time.Time `json:"since"`
+		LastAnnounce time.Time `json:"last_announce"`
+	} `json:"vip"`
 }
 
 // lbNode is one clustered agent in the lab.

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fulcrum-lb/fulcrum/cluster"
+	"github.com/fulcrum-lb/fulcrum/state"
 )
 
 // addClusterCommands adds the `cluster` command group to root and the
@@ -231,8 +232,45 @@ func writeClusterStatus(w io.Writer, st cluster.ClusterStatus) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	writeVIPHolders(w, st, time.Now())
 	writeWarnings(w, st.Warnings)
 	return nil
+}
+
+// writeVIPHolders prints the VIP section of the status screen: the rule
+// in force and each holder, since when and its last announcement.
+func writeVIPHolders(w io.Writer, st cluster.ClusterStatus, now time.Time) {
+	if st.VIP.Mode == "" || st.VIP.Mode == state.VIPModeNone {
+		return
+	}
+	fmt.Fprintf(w, "\nvip %s %s", st.VIP.Mode, strings.Join(st.VIP.Addresses, " "))
+	if st.VIP.WithoutQuorum != "" {
+		fmt.Fprintf(w, "   without quorum: %s", st.VIP.WithoutQuorum)
+	}
+	fmt.Fprintln(w)
+	announce := "GARP"
+	if st.VIP.Mode == state.VIPModeActiveActive {
+		announce = "BGP announcement"
+	}
+	held := false
+	for _, n := range st.Nodes {
+		if n.VIP == nil {
+			continue
+		}
+		held = true
+		fmt.Fprintf(w, "  held by %s since %s, last %s %s\n", n.Name, when(n.VIP.Since, now), announce, when(n.VIP.LastAnnounce, now))
+	}
+	if !held {
+		fmt.Fprintln(w, "  held by no node")
+	}
+}
+
+// when prints t as a clock time with its age ("-" for unknown).
+func when(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), now.Sub(t).Round(time.Second))
 }
 
 func writeWarnings(w io.Writer, warnings []string) {
