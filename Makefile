@@ -88,20 +88,23 @@ clean:
 	rm -rf bin dist examples/.run
 
 # The end-to-end proof of the package (test/boxes, issue 6): three Debian
-# boxes booted with systemd-nspawn in network namespaces, the .deb
+# boxes booted with systemd-nspawn in network namespaces, a first package
 # installed, clustered, a box killed and booted again, the CLI, an upgrade
-# to a second, newer build under load, remove and purge. Root; a few
-# minutes (plus ~1 min the first time for the cached debootstrap tree in
-# /var/cache/fulcrum-e2e). Not part of `make test`. E2E_ARGS adds go test
-# flags, e.g. E2E_ARGS='-skip TestBoxes/mixed-versions-config-gate'.
-E2E_UPGRADE_VERSION := $(shell echo '$(DEB_VERSION)' | sed 's/-\([^-]*\)$$/+e2e-\1/')
+# to this tree's package under load (with the schema gate checked while the
+# versions are mixed), remove and purge. The first package is this tree
+# built with its config schema level pinned to 2 and a lower version: a
+# stand-in for the previous release, which lacks vip.handover_timeout.
+# Root; a few minutes (plus ~1 min the first time for the cached
+# debootstrap tree in /var/cache/fulcrum-e2e). Not part of `make test`.
+# E2E_ARGS adds go test flags, e.g. E2E_ARGS='-skip TestBoxes/mixed-versions-config-gate'.
+E2E_PREV_VERSION := $(shell echo '$(DEB_VERSION)' | sed 's/-\([^-]*\)$$/~prev-\1/')
 E2E_ARGS ?=
 .PHONY: e2e
 e2e: deb
 	test/boxes/deps.sh
-	GO=$(GO) packaging/build-deb.sh '$(E2E_UPGRADE_VERSION)'
-	FULCRUM_E2E=1 FULCRUM_E2E_DEB=$(CURDIR)/$(DEB) \
-		FULCRUM_E2E_DEB_UPGRADE=$(CURDIR)/dist/fulcrum_$(E2E_UPGRADE_VERSION)_amd64.deb \
+	GO=$(GO) SCHEMA_LEVEL=2 packaging/build-deb.sh '$(E2E_PREV_VERSION)'
+	FULCRUM_E2E=1 FULCRUM_E2E_DEB=$(CURDIR)/dist/fulcrum_$(E2E_PREV_VERSION)_amd64.deb \
+		FULCRUM_E2E_DEB_UPGRADE=$(CURDIR)/$(DEB) \
 		$(GO) test -count=1 -timeout 30m ./test/boxes/ -run . -v $(E2E_ARGS)
 
 # Issue 5's failover benchmark (test/bench/failover): the VIP holder of a

@@ -1,7 +1,9 @@
 #!/bin/sh
 # build-deb.sh DEB_VERSION: builds dist/fulcrum_<DEB_VERSION>_amd64.deb from
 # the working tree (run from the repository root; `make deb` does).
-#   1. a static binary with -X main.version=DEB_VERSION,
+#   1. a static binary with -X main.version=DEB_VERSION (and, with
+#      SCHEMA_LEVEL=N, its config schema level pinned to N: a stand-in for
+#      an older release in the upgrade test),
 #   2. its man pages and bash completion (`fulcrum docs`),
 #   3. changelog.Debian.gz,
 #   4. the .deb with nfpm (NFPM, default: go run of the pinned version).
@@ -20,7 +22,8 @@ mkdir -p "$pkg/man"
 
 echo "build-deb: fulcrum $version"
 CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $GO build -trimpath -buildvcs=false \
-	-ldflags "-s -w -buildid= -X main.version=$version" -o "$pkg/fulcrum" ./cmd/fulcrum
+	-ldflags "-s -w -buildid= -X main.version=$version${SCHEMA_LEVEL:+ -X github.com/fulcrum-lb/fulcrum/state.schemaLevel=$SCHEMA_LEVEL}" \
+	-o "$pkg/fulcrum" ./cmd/fulcrum
 got=$("$pkg/fulcrum" version)
 [ "$got" = "fulcrum $version" ] || { echo "build-deb: the binary says '$got'" >&2; exit 1; }
 
