@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -115,6 +116,12 @@ func (s *adminServer) routes(mux *http.ServeMux) {
 	s.routesCluster(mux)
 	s.routesRecovery(mux)
 	s.routesVIP(mux)
+	// Go's profiles, for operators and `make profile`: e.g.
+	// curl --unix-socket admin.sock http://x/debug/pprof/profile?seconds=10
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", s.handleNotFound)
 }
 

@@ -404,3 +404,28 @@ func TestServerStateWireNames(t *testing.T) {
 		t.Errorf("decoded %+v\nwant    %+v\nfrom %s", out, want, b)
 	}
 }
+
+// TestAdminProfiles: the socket serves Go's profiles (make profile uses
+// them under the benchmark load).
+func TestAdminProfiles(t *testing.T) {
+	n := newTestNode(t, backendsOnly)
+	n.start(t)
+	c := testClient(t, n.cfg.Admin.Socket)
+	for path, want := range map[string]string{
+		"/debug/pprof/":                    "goroutine",
+		"/debug/pprof/goroutine?debug=1":   "goroutine profile: total",
+		"/debug/pprof/profile?seconds=1":   "", // a gzipped protobuf
+		"/debug/pprof/allocs?debug=0&gc=1": "",
+	} {
+		req, _ := http.NewRequestWithContext(callCtx(t), http.MethodGet, "http://fulcrum"+path, nil)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(body) == 0 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, %d bytes, want 200 with %q", path, resp.StatusCode, len(body), want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,7 @@ const (
 	connIdle         // a keep-alive connection between requests
 	connNew          // a new connection waiting for its first request
 	connClosing
+	connParked // idle, held by the parker without a goroutine (park.go)
 )
 
 // conn is one accepted client connection.
@@ -32,6 +34,14 @@ type conn struct {
 	gsem  semaphore // and the process-wide one
 	src   netip.AddrPort
 	state atomic.Int32
+	fe0   *frontend // the frontend whose session this is
+	// served: the connection has had its first request (atomic: closers
+	// read it).
+	served atomic.Bool
+
+	// While parked (park.go): its epoll token, and when its wait ends.
+	parkTok     uint64
+	parkedUntil time.Time
 
 	peekFn  func(fd uintptr) bool
 	peekErr error
@@ -63,15 +73,29 @@ func (e *Engine) startConn(l *listener, fe *frontend, global semaphore, c *net.T
 }
 
 func (cn *conn) serve(fe *frontend) {
-	defer cn.eng.connWG.Done()
-	defer cn.finish()
+	cn.fe0 = fe
 	fe.counters.sessionStart()
-	defer fe.counters.sessionEnd()
 	if fe.mode == "tcp" {
 		cn.serveTCP(fe)
+		cn.end()
 		return
 	}
-	cn.serveHTTP()
+	cn.resume()
+}
+
+// resume serves HTTP requests on the connection until it closes or parks.
+func (cn *conn) resume() {
+	if !cn.serveHTTP() {
+		cn.end()
+	}
+}
+
+// end closes the session: whoever ends a connection calls it once (its
+// goroutine, or for a parked one the parker or the closer).
+func (cn *conn) end() {
+	cn.fe0.counters.sessionEnd()
+	cn.finish()
+	cn.eng.connWG.Done()
 }
 
 func (cn *conn) finish() {

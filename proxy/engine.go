@@ -36,9 +36,11 @@ type Engine struct {
 	inflight atomic.Int64  // requests being served
 	stopCh   chan struct{} // closed when Shutdown begins
 
-	bufPools map[int]*bufPool // by buffer size; guarded by applyMu
-	refused  []netip.Addr     // see Refuse; guarded by applyMu
-	health   Health           // guarded by applyMu
+	bufPools  map[int]*bufPool // by buffer size; guarded by applyMu
+	exchanges sync.Pool        // *exchange, borrowed while a connection is served
+	parker    *parker          // nil: idle connections keep their goroutine
+	refused   []netip.Addr     // see Refuse; guarded by applyMu
+	health    Health           // guarded by applyMu
 
 	janitorStop chan struct{}
 	janitorDone chan struct{}
@@ -55,8 +57,30 @@ func New(log *slog.Logger) *Engine {
 		janitorStop: make(chan struct{}),
 		janitorDone: make(chan struct{}),
 	}
+	p, err := newParker()
+	if err != nil {
+		log.Warn("idle connections will keep their goroutines", "err", err)
+	} else {
+		e.parker = p
+	}
 	go e.janitor()
 	return e
+}
+
+// getExchange borrows the per-request state for cn's goroutine.
+func (e *Engine) getExchange(cn *conn) *exchange {
+	x, _ := e.exchanges.Get().(*exchange)
+	if x == nil {
+		x = &exchange{}
+	}
+	x.cn = cn
+	return x
+}
+
+func (e *Engine) putExchange(x *exchange) {
+	x.releaseIn()
+	*x = exchange{}
+	e.exchanges.Put(x)
 }
 
 // Apply compiles cfg (already validated) and swaps it in: listeners whose
@@ -200,6 +224,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.connMu.Unlock()
 		<-done
 	}
+	if e.parker != nil {
+		e.parker.stop()
+	}
 	for p := range e.rt.Load().pools() {
 		p.close()
 	}
@@ -209,12 +236,22 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 // closeIdle closes every keep-alive client connection waiting for its
 // next request, and with fresh also those waiting for their first.
 func (e *Engine) closeIdle(fresh bool) {
+	var parked []*conn
 	e.connMu.Lock()
-	defer e.connMu.Unlock()
 	for c := range e.conns {
 		if c.state.CompareAndSwap(connIdle, connClosing) || fresh && c.state.CompareAndSwap(connNew, connClosing) {
 			c.c.Close()
+			continue
 		}
+		if (fresh || c.served.Load()) && c.state.CompareAndSwap(connParked, connClosing) {
+			parked = append(parked, c)
+		}
+	}
+	e.connMu.Unlock()
+	// A parked connection has no goroutine: its closer ends it.
+	for _, c := range parked {
+		e.parker.unpark(c)
+		c.end()
 	}
 }
 

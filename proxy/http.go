@@ -36,45 +36,62 @@ type exchange struct {
 }
 
 // serveHTTP runs requests on the connection until it closes or one of them
-// asks to close. Every request is served on the frontend of the config
-// running when it began.
-func (cn *conn) serveHTTP() {
-	x := &exchange{cn: cn}
-	defer x.releaseIn()
-	first := true
+// asks to close, or until it parks (then it reports true, and the
+// connection is the parker's). Every request is served on the frontend of
+// the config running when it began.
+func (cn *conn) serveHTTP() (parked bool) {
+	x := cn.eng.getExchange(cn)
+	defer cn.eng.putExchange(x)
 	for {
 		fe := cn.l.fe.Load()
 		x.fe = fe
 		if cn.eng.stopping.Load() {
-			return
+			return false
 		}
 		if x.r == x.w {
 			x.releaseIn()
 			wait := fe.t.HTTPKeepAlive
-			if first {
-				wait = fe.t.HTTPRequest
+			waiting := connIdle
+			if !cn.served.Load() {
+				wait, waiting = fe.t.HTTPRequest, connNew
 			}
-			cn.c.SetReadDeadline(time.Now().Add(wait.D()))
+			now := time.Now()
+			until := now.Add(wait.D())
+			// Wait here for parkAfter at most; then park (no goroutine).
+			park := cn.eng.parker != nil && wait.D() > parkAfter
+			if park {
+				cn.c.SetReadDeadline(now.Add(parkAfter))
+			} else {
+				cn.c.SetReadDeadline(until)
+			}
 			// Shutdown sets stopping, then closes waiting connections:
 			// either it sees this one waiting, or this one sees it
 			// stopping. Drain closes only keep-alive connections between
 			// requests: a new connection still gets its first answer.
-			waiting := connIdle
-			if first {
-				waiting = connNew
-			}
 			cn.state.Store(waiting)
-			if cn.eng.stopping.Load() || !first && cn.eng.draining.Load() {
-				return
+			if cn.eng.stopping.Load() || cn.served.Load() && cn.eng.draining.Load() {
+				return false
 			}
 			err := cn.waitReadable()
+			if park && err != nil && isTimeout(err) {
+				if cn.eng.parker.park(cn, waiting, until) {
+					return true
+				}
+				if cn.state.Load() == waiting && !cn.eng.stopping.Load() {
+					// Not parked (epoll refused it): wait here after all.
+					cn.c.SetReadDeadline(until)
+					err = cn.waitReadable()
+				}
+			}
 			if !cn.state.CompareAndSwap(waiting, connActive) || err != nil {
-				return
+				return false
 			}
 		}
-		first = false
+		if !cn.served.Load() {
+			cn.served.Store(true)
+		}
 		if !x.serve() {
-			return
+			return false
 		}
 	}
 }
