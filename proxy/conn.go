@@ -43,8 +43,11 @@ type conn struct {
 	parkTok     uint64
 	parkedUntil time.Time
 
-	peekFn  func(fd uintptr) bool
-	peekErr error
+	// awaitRequest's callback (bound once, so that waiting allocates
+	// nothing), the exchange it reads for, and its outcome.
+	readFn  func(fd uintptr) bool
+	readFor *exchange
+	readErr error
 }
 
 func (e *Engine) startConn(l *listener, fe *frontend, global semaphore, c *net.TCPConn) {
@@ -56,7 +59,7 @@ func (e *Engine) startConn(l *listener, fe *frontend, global semaphore, c *net.T
 		return
 	}
 	cn := &conn{eng: e, c: c, rc: rc, l: l, sem: fe.sem, gsem: global}
-	cn.peekFn = cn.peek
+	cn.readFn = cn.readAvailable
 	if ap, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		cn.src = ap.AddrPort()
 	}
@@ -107,22 +110,55 @@ func (cn *conn) finish() {
 	cn.eng.connMu.Unlock()
 }
 
-// waitReadable parks until the connection has bytes (or EOF, or an error,
-// or its read deadline) without holding a buffer: this is what keeps an
-// idle keep-alive connection down to its goroutine.
-func (cn *conn) waitReadable() error {
-	cn.peekErr = nil
-	if err := cn.rc.Read(cn.peekFn); err != nil {
+// awaitRequest parks until the client sends bytes (or EOF, or an error,
+// or the read deadline) and reads them into a buffer borrowed only once
+// there are bytes: an idle connection holds no buffer, and waiting costs
+// no system call of its own (the read that finds the bytes takes them).
+func (cn *conn) awaitRequest(x *exchange) error {
+	cn.readFor, cn.readErr = x, nil
+	err := cn.rc.Read(cn.readFn)
+	cn.readFor = nil
+	if err != nil {
 		return err
 	}
-	return cn.peekErr
+	return cn.readErr
 }
 
-func (cn *conn) peek(fd uintptr) bool {
-	var b [1]byte
-	done, err := peekFD(fd, &b)
-	cn.peekErr = err
-	return done
+// readAvailable is awaitRequest's RawConn callback: it reports false (wait
+// for readiness) while the socket has nothing to read.
+func (cn *conn) readAvailable(fd uintptr) bool {
+	x := cn.readFor
+	b := x.fe.bufs.get()
+	n, err := readFD(fd, *b)
+	switch {
+	case err == unix.EAGAIN:
+		x.fe.bufs.put(b)
+		return false
+	case err != nil:
+		x.fe.bufs.put(b)
+		cn.readErr = err
+		return true
+	}
+	x.in, x.r, x.w = b, 0, n
+	x.fe.counters.BytesIn.Add(int64(n))
+	return true
+}
+
+// readFD reads once from a non-blocking fd: unix.EAGAIN while there is
+// nothing, io.EOF at the end, (n > 0, nil) otherwise.
+func readFD(fd uintptr, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(fd), b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // peekFD checks without blocking whether fd has a byte to read. It reports

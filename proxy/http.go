@@ -72,7 +72,7 @@ func (cn *conn) serveHTTP() (parked bool) {
 			if cn.eng.stopping.Load() || cn.served.Load() && cn.eng.draining.Load() {
 				return false
 			}
-			err := cn.waitReadable()
+			err := cn.awaitRequest(x)
 			if park && err != nil && isTimeout(err) {
 				if cn.eng.parker.park(cn, waiting, until) {
 					return true
@@ -80,7 +80,7 @@ func (cn *conn) serveHTTP() (parked bool) {
 				if cn.state.Load() == waiting && !cn.eng.stopping.Load() {
 					// Not parked (epoll refused it): wait here after all.
 					cn.c.SetReadDeadline(until)
-					err = cn.waitReadable()
+					err = cn.awaitRequest(x)
 				}
 			}
 			if !cn.state.CompareAndSwap(waiting, connActive) || err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // serveTCP proxies a TCP-mode connection: pick a server, connect (with
@@ -53,20 +55,30 @@ type halfPipe struct {
 	srcRC    syscall.RawConn
 	idle     time.Duration
 	bufs     *bufPool
-	peekErr  error
 	readAt   time.Time // when the read deadline was last pushed
 	writeAt  time.Time // and the write deadline
+
+	// What the RawConn read callback got: a borrowed buffer with n bytes,
+	// or the read's error.
+	buf  *[]byte
+	n    int
+	rerr error
 }
 
 // run copies until EOF or an error. It holds a buffer only while bytes are
-// moving: between bursts it waits for readiness with none.
+// moving: between bursts it waits for readiness with none, and the read
+// that finds bytes borrows the buffer it reads them into.
 func (h *halfPipe) run() int64 {
 	var total int64
-	peek := func(fd uintptr) bool {
-		var b [1]byte
-		done, err := peekFD(fd, &b)
-		h.peekErr = err
-		return done
+	read := func(fd uintptr) bool {
+		b := h.bufs.get()
+		n, err := readFD(fd, *b)
+		if err == unix.EAGAIN {
+			h.bufs.put(b)
+			return false
+		}
+		h.buf, h.n, h.rerr = b, n, err
+		return true
 	}
 	defer func() {
 		// Tell the other side we are done, and unblock the other direction
@@ -80,16 +92,12 @@ func (h *halfPipe) run() int64 {
 			h.src.SetReadDeadline(now.Add(h.idle))
 			h.readAt = now
 		}
-		if err := h.srcRC.Read(peek); err != nil {
+		if err := h.srcRC.Read(read); err != nil {
 			h.abort()
 			return total
 		}
-		if h.peekErr != nil && !errors.Is(h.peekErr, io.EOF) {
-			h.abort()
-			return total
-		}
-		buf := h.bufs.get()
-		n, err := h.src.Read(*buf)
+		buf, n, err := h.buf, h.n, h.rerr
+		h.buf = nil
 		if n > 0 {
 			if now := time.Now(); now.Sub(h.writeAt) > h.idle/8 {
 				h.dst.SetWriteDeadline(now.Add(h.idle))
