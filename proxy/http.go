@@ -21,7 +21,8 @@ type exchange struct {
 	r, w   int
 	sin    *[]byte // server-side bytes
 	sr, sw int
-	out    *[]byte // head being written
+	out    *[]byte          // head being written
+	lr     io.LimitedReader // spliceBody's source, kept here to allocate nothing
 
 	req  h1.Request
 	resp h1.Response

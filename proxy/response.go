@@ -93,6 +93,15 @@ func (x *exchange) relayResponse() error {
 		}
 	}
 	extra := x.sw > bodyStart+m
+	if !done && !extra && kind == h1.LengthBody && body.remain >= spliceMin {
+		if err := x.spliceBody(body.remain); err != nil {
+			if errors.Is(err, errClientSide) {
+				return err
+			}
+			return x.brokenResponse(err)
+		}
+		done = true
+	}
 	for !done {
 		now := time.Now()
 		x.touchServer(now)
@@ -119,6 +128,59 @@ func (x *exchange) relayResponse() error {
 	reuse := kind != h1.CloseDelimited && x.resp.KeepAlive && x.reqBodySent && !extra
 	x.doneServer(reuse)
 	return nil
+}
+
+// spliceMin is the smallest rest of a body that is spliced (moved from
+// the server's socket to the client's in the kernel, without a copy
+// through user space) rather than copied through a buffer.
+const spliceMin = 16 << 10
+
+// spliceChunk bounds one splice, so that the deadlines are pushed forward
+// between chunks (timeouts measure inactivity: a chunk must move within a
+// timeout, as a buffer's write must).
+const spliceChunk = 64 << 10
+
+// spliceBody relays the last n bytes of a Content-Length body from the
+// server to the client with splice(2) (Go's TCPConn.ReadFrom of a limited
+// TCPConn).
+func (x *exchange) spliceBody(n int64) error {
+	for n > 0 {
+		now := time.Now()
+		x.touchServer(now)
+		x.touchClient(now)
+		chunk := min(n, spliceChunk)
+		x.lr = io.LimitedReader{R: x.sc.TCPConn, N: chunk}
+		k, err := x.cn.c.ReadFrom(&x.lr)
+		x.fe.counters.BytesOut.Add(k)
+		x.be.counters.BytesOut.Add(k)
+		x.srv.counters.BytesOut.Add(k)
+		n -= k
+		switch {
+		case err != nil && x.clientFailed(err, time.Now()):
+			x.keepClient = false
+			x.dropServer()
+			return errClientSide
+		case err != nil:
+			return err
+		case k < chunk:
+			return io.ErrUnexpectedEOF // the server closed early
+		}
+	}
+	return nil
+}
+
+// clientFailed tells, for a failed splice (which does not say which side
+// failed), whether the client's side did: the client closed or reset its
+// connection, or the client's deadline is the one that passed.
+func (x *exchange) clientFailed(err error, now time.Time) bool {
+	if isTimeout(err) {
+		return !now.Before(x.cliAt.Add(x.fe.t.Client.D()))
+	}
+	var b [1]byte
+	var ready bool
+	var perr error
+	cerr := x.cn.rc.Control(func(fd uintptr) { ready, perr = peekFD(fd, &b) })
+	return cerr != nil || ready && perr != nil
 }
 
 // brokenResponse handles a server failure after the head was relayed: the

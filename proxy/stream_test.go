@@ -420,3 +420,66 @@ func TestStaleServerConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestSplicedBodyTimeoutsAndTruncation: a Content-Length body large enough
+// to be spliced keeps HAProxy's inactivity timeouts (a slow producer whose
+// whole body takes longer than the server timeout still gets through), and
+// a server that closes before the end of its body makes the client's
+// response fail (not a short body taken for whole), counted as a response
+// error of the server.
+func TestSplicedBodyTimeoutsAndTruncation(t *testing.T) {
+	const piece, pieces = 32 << 10, 8
+	data := payload(piece*pieces, 7)
+	be := startBackend(t, "app", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		for i := range pieces {
+			w.Write(data[i*piece : (i+1)*piece])
+			w.(http.Flusher).Flush()
+			time.Sleep(80 * time.Millisecond) // the workload: a slow producer
+		}
+	}))
+	cut := startRawServer(t, func(c net.Conn) {
+		if _, err := readRequestHead(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+		c.Write(data[:100<<10])
+	})
+	cfg := `
+defaults: {mode: http, timeouts: {connect: 1s, client: 400ms, server: 400ms}}
+frontends:
+  - {name: web, bind: ["127.0.0.1:0"], default_backend: app}
+backends:
+  - {name: app, servers: [{name: s1, address: %q}]}
+`
+	_, slow := startEngine(t, fmt.Sprintf(cfg, be.addr))
+	e, short := startEngine(t, fmt.Sprintf(cfg, cut.addr))
+	cl := newClient(t)
+
+	start := time.Now()
+	resp, err := cl.Get("http://" + slow + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || sha(got) != sha(data) {
+		t.Errorf("slow 256 KiB body over %v with 400 ms timeouts: %d bytes, %v", time.Since(start).Round(time.Millisecond), len(got), err)
+	}
+
+	resp, err = cl.Get("http://" + short + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Errorf("a body cut at %d of 1048576 bytes read as whole", len(got))
+	}
+	eventually(t, 2*time.Second, func() string {
+		if n := serverStats(t, e, "app", "s1").RespErrors; n != 1 {
+			return fmt.Sprintf("server s1 eresp %d, want 1", n)
+		}
+		return ""
+	})
+}
