@@ -107,3 +107,30 @@ backends: [{name: b, servers: [{name: s, address: %q}]}]
 		}
 	}
 }
+
+// BenchmarkHTTPNewConnection measures a small GET on a new connection
+// (Connection: close), compare.sh's http-close: what a connection costs
+// beyond its request, allocations included (the client's dial and the
+// Go net package's accept allocate too).
+func BenchmarkHTTPNewConnection(b *testing.B) {
+	backend := rawBackend(b)
+	_, addr := startEngine(b, oneBackendConfig(backend))
+	req := []byte("GET /small HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := c.Read(buf); err != nil {
+				break // the proxy closes after the answer
+			}
+		}
+		c.Close()
+	}
+}

@@ -72,7 +72,7 @@ func (e *Engine) startConn(l *listener, fe *frontend, global semaphore, c *net.T
 	e.conns[cn] = struct{}{}
 	e.connWG.Add(1)
 	e.connMu.Unlock()
-	go cn.serve(fe)
+	e.run(task{cn: cn, fe: fe})
 }
 
 func (cn *conn) serve(fe *frontend) {

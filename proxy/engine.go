@@ -39,8 +39,12 @@ type Engine struct {
 	bufPools  map[int]*bufPool // by buffer size; guarded by applyMu
 	exchanges sync.Pool        // *exchange, borrowed while a connection is served
 	parker    *parker          // nil: idle connections keep their goroutine
-	refused   []netip.Addr     // see Refuse; guarded by applyMu
-	health    Health           // guarded by applyMu
+	// Idle workers (goroutines between connections) wait on tasks; see
+	// Engine.run. idleWorkers counts them.
+	tasks       chan task
+	idleWorkers atomic.Int32
+	refused     []netip.Addr // see Refuse; guarded by applyMu
+	health      Health       // guarded by applyMu
 
 	janitorStop chan struct{}
 	janitorDone chan struct{}
@@ -56,6 +60,7 @@ func New(log *slog.Logger) *Engine {
 		stopCh:      make(chan struct{}),
 		janitorStop: make(chan struct{}),
 		janitorDone: make(chan struct{}),
+		tasks:       make(chan task),
 	}
 	p, err := newParker()
 	if err != nil {
@@ -65,6 +70,49 @@ func New(log *slog.Logger) *Engine {
 	}
 	go e.janitor()
 	return e
+}
+
+// maxIdleWorkers bounds the goroutines kept waiting for the next
+// connection (each keeps the stack its connections grew).
+const maxIdleWorkers = 256
+
+// A task is a connection to serve: a new one (fe, its frontend) or one the
+// parker found readable (fe nil).
+type task struct {
+	cn *conn
+	fe *frontend
+}
+
+// run serves t on a worker that is waiting for one, or on a new one: a
+// goroutine whose stack has already grown saves each new connection the
+// growing of a fresh one's.
+func (e *Engine) run(t task) {
+	select {
+	case e.tasks <- t:
+	default:
+		go e.worker(t)
+	}
+}
+
+func (e *Engine) worker(t task) {
+	for {
+		if t.fe != nil {
+			t.cn.serve(t.fe)
+		} else {
+			t.cn.resume()
+		}
+		if e.idleWorkers.Add(1) > maxIdleWorkers {
+			e.idleWorkers.Add(-1)
+			return
+		}
+		select {
+		case t = <-e.tasks:
+			e.idleWorkers.Add(-1)
+		case <-e.stopCh:
+			e.idleWorkers.Add(-1)
+			return
+		}
+	}
 }
 
 // getExchange borrows the per-request state for cn's goroutine.
@@ -79,8 +127,18 @@ func (e *Engine) getExchange(cn *conn) *exchange {
 
 func (e *Engine) putExchange(x *exchange) {
 	x.releaseIn()
+	// Keep the parsers' slices (their capacity is what spares the next
+	// connection's parses from growing them), dropping what they point to.
+	req, resp := x.req, x.resp
 	*x = exchange{}
+	x.req.Headers, x.req.ConnTokens = clearSlice(req.Headers), clearSlice(req.ConnTokens)
+	x.resp.Headers, x.resp.ConnTokens = clearSlice(resp.Headers), clearSlice(resp.ConnTokens)
 	e.exchanges.Put(x)
+}
+
+func clearSlice[T any](s []T) []T {
+	clear(s[:cap(s)])
+	return s[:0]
 }
 
 // Apply compiles cfg (already validated) and swaps it in: listeners whose

@@ -165,7 +165,7 @@ func (p *parker) wake(tok uint64) {
 	}
 	p.mu.Unlock()
 	if cn != nil && cn.state.CompareAndSwap(connParked, connActive) {
-		go cn.resume()
+		cn.eng.run(task{cn: cn})
 	}
 }
 
