@@ -27,10 +27,14 @@ type membership struct {
 	node    *Node
 	store   *state.Store
 	applied uint64 // guarded by Agent.mu
-	views   chan struct{}
-	pending sync.Map // "backend/server" -> bool: transitions to report
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	// replayTo is the end of the local Raft log when the node attached:
+	// until the store has applied that far it is replaying history, and
+	// a version older than the one the node runs is not gone back to.
+	replayTo uint64
+	views    chan struct{}
+	pending  sync.Map // "backend/server" -> bool: transitions to report
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // appliedPath keeps the last config version this node ran, so that after
@@ -43,6 +47,7 @@ func (a *Agent) attach(n *Node, store *state.Store) {
 	m := &membership{node: n, store: store, views: make(chan struct{}, 1), stop: make(chan struct{})}
 	if v, _, ok := readApplied(a.cfg.Node.DataDir); ok {
 		m.applied = v // the engine already runs it (see loadApplied)
+		m.replayTo = n.raft.raft.LastIndex()
 		n.setApplied(v, "")
 	}
 	a.member.Store(m)
@@ -157,6 +162,9 @@ func (a *Agent) applyVersion(m *membership, cv state.ConfigVersion) {
 	defer a.mu.Unlock()
 	if cv.Version == m.applied || a.phase != phaseRunning {
 		return
+	}
+	if cv.Version < m.applied && m.store.AppliedIndex() < m.replayTo {
+		return // the log replay of a restart passing an older version
 	}
 	if cv.Config == nil {
 		m.node.setApplied(m.applied, fmt.Sprintf("version %d does not parse: %s", cv.Version, cv.ParseError))

@@ -620,6 +620,15 @@ func TestAgentClusterLifecycle(t *testing.T) {
 	})
 
 	t.Run("a restarted node rejoins with its state and catches up", func(t *testing.T) {
+		// A Raft snapshot one version behind what lb3 runs: at its restart
+		// the store starts from it, an older version than the node's.
+		if err := c.agent.member.Load().node.raft.raft.Snapshot().Error(); err != nil {
+			t.Fatalf("raft snapshot on lb3: %v", err)
+		}
+		newer, err := a.client.ApplyConfig(ctx(), webDoc(bk, 2, 1), 0, 5*time.Second)
+		if err != nil || newer.Applied["lb3"] != newer.Version {
+			t.Fatalf("apply before the restart: %+v %v", newer, err)
+		}
 		last := c.source()
 		c.stop(t)
 		waitUntil(t, 5*time.Second, "lb3 to leave gossip", func() bool {
@@ -648,6 +657,22 @@ func TestAgentClusterLifecycle(t *testing.T) {
 			return c.source() == fmt.Sprintf("cluster config version %d", res.Version)
 		})
 		waitServes(t, "restarted lb3", c.frontend(t), "app2")
+		// While Raft replays its log, the store passes through the older
+		// versions: the data plane must not go back to any of them.
+		var ran uint64
+		fmt.Sscanf(last, "cluster config version %d", &ran)
+		for _, line := range strings.Split(c.logs.String()[mark:], "\n") {
+			var v uint64
+			if !strings.Contains(line, `msg="cluster config applied"`) {
+				continue
+			}
+			if _, after, ok := strings.Cut(line, " version="); ok {
+				fmt.Sscanf(after, "%d", &v)
+				if v <= ran {
+					t.Errorf("restarted lb3, which ran version %d, applied version %d while catching up", ran, v)
+				}
+			}
+		}
 		waitUntil(t, 10*time.Second, "lb1 to see lb3 alive at the latest version", func() bool {
 			for _, ns := range a.status(t).Nodes {
 				if ns.Name == "lb3" {
