@@ -7,7 +7,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := bin/fulcrum
 
-.PHONY: all build run test lint unit fuzz bench deps-test deps-bench deb lint-deb clean
+.PHONY: all build run test lint unit fuzz bench profile deps-test deps-bench deb lint-deb clean
 
 all: build
 
@@ -52,6 +52,13 @@ bench: build deps-bench
 
 deps-bench:
 	test/deps.sh bench
+
+# CPU and allocation profiles of the agent under compare.sh's load, one
+# scenario at a time (test/bench/profile.sh), into PROFILE_DIR; then e.g.
+# go tool pprof -top bin/fulcrum $(PROFILE_DIR)/http-close.cpu.pprof
+PROFILE_DIR ?= profiles
+profile: build deps-bench
+	test/bench/profile.sh $(CURDIR)/$(BIN) $(PROFILE_DIR)
 
 # The Debian package: dist/fulcrum_$(DEB_VERSION)_amd64.deb, built with nfpm
 # (packaging/build-deb.sh; see packaging/README.md). DEB_VERSION is
