@@ -195,6 +195,7 @@ func (e *Engine) Apply(cfg *state.Config) error {
 	for a, l := range e.listeners {
 		if f := want[a]; f != nil {
 			l.fe.Store(f)
+			l.smartAccept(f.mode == state.ModeHTTP)
 			continue
 		}
 		l.close()
@@ -203,6 +204,7 @@ func (e *Engine) Apply(cfg *state.Config) error {
 	}
 	for a, l := range fresh {
 		l.fe.Store(want[a])
+		l.smartAccept(want[a].mode == state.ModeHTTP)
 		e.listeners[a] = l
 		l.wg.Add(1)
 		go l.serve()

@@ -22,6 +22,35 @@ type listener struct {
 	eng  *Engine
 	done chan struct{}
 	wg   sync.WaitGroup // the accept loop
+	// deferAccept: TCP_DEFER_ACCEPT is set (HTTP frontends); guarded by
+	// Engine.applyMu.
+	deferAccept bool
+}
+
+// smartAccept sets TCP_DEFER_ACCEPT on an HTTP frontend's listener, as
+// HAProxy's default `option tcp-smart-accept` does: the kernel hands over
+// a connection once its first bytes have arrived, so that the first read
+// finds the request instead of waiting for it. A TCP frontend (where the
+// server may speak first) clears it. Failure only costs that saving.
+func (l *listener) smartAccept(on bool) {
+	if on == l.deferAccept {
+		return
+	}
+	secs := 0
+	if on {
+		secs = 1 // the kernel's unit: retransmit the SYN-ACK for about a second
+	}
+	rc, err := l.ln.SyscallConn()
+	if err == nil {
+		rc.Control(func(fd uintptr) {
+			err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs)
+		})
+	}
+	if err != nil {
+		l.eng.log.Warn("TCP_DEFER_ACCEPT", "bind", l.addr, "err", err)
+		return
+	}
+	l.deferAccept = on
 }
 
 // listen binds addr with IP_FREEBIND (so a VIP not yet held can be bound)

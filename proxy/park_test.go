@@ -16,12 +16,27 @@ func parkedConns(e *Engine) int {
 	return len(e.parker.conns)
 }
 
-func parkConfig(backend string) string {
+// parkConfig: http_request and http_keep_alive are both wait.
+func parkConfig(backend string, wait time.Duration) string {
 	return fmt.Sprintf(`
-defaults: {mode: http, timeouts: {connect: 1s, server: 2s, http_keep_alive: 800ms, http_request: 800ms}}
+defaults: {mode: http, timeouts: {connect: 1s, server: 2s, http_keep_alive: %s, http_request: %[1]s}}
 frontends: [{name: web, bind: ["127.0.0.1:0"], default_backend: app}]
 backends: [{name: app, servers: [{name: s, address: %q}]}]
-`, backend)
+`, wait, backend)
+}
+
+// parkSilentThenKept opens a connection that sends nothing and waits for
+// it to park (it reaches the engine when TCP_DEFER_ACCEPT stops waiting
+// for its first bytes, after a SYN-ACK retransmission: about 1 s), then a
+// keep-alive connection that has served one request, parked too.
+func parkSilentThenKept(t *testing.T, e *Engine, addr string) (silent, kept net.Conn) {
+	t.Helper()
+	silent = dialProxy(t, addr)
+	waitFor(t, 6*time.Second, "the silent connection to park", func() bool { return parkedConns(e) == 1 })
+	kept = dialProxy(t, addr)
+	sendGet(t, kept, bufio.NewReader(kept))
+	waitFor(t, 2*time.Second, "both connections to park", func() bool { return parkedConns(e) == 2 })
+	return silent, kept
 }
 
 // sendGet writes one request on c and reads the answer's status line and
@@ -56,7 +71,7 @@ func sendGet(t *testing.T, c net.Conn, br *bufio.Reader) {
 // request is served as before, on the same connection.
 func TestParkedConnectionIsServedAgain(t *testing.T) {
 	b := startBackend(t, "app", nil)
-	e, addr := startEngine(t, parkConfig(b.addr))
+	e, addr := startEngine(t, parkConfig(b.addr, 800*time.Millisecond))
 	c := dialProxy(t, addr)
 	br := bufio.NewReader(c)
 	for i := range 3 {
@@ -81,23 +96,19 @@ func TestParkedConnectionIsServedAgain(t *testing.T) {
 // their timeouts pass, and ends their sessions.
 func TestParkedConnectionTimesOut(t *testing.T) {
 	b := startBackend(t, "app", nil)
-	e, addr := startEngine(t, parkConfig(b.addr))
-	kept := dialProxy(t, addr)
-	br := bufio.NewReader(kept)
-	sendGet(t, kept, br)
-	silent := dialProxy(t, addr)
-	waitFor(t, 2*time.Second, "both connections to park", func() bool { return parkedConns(e) == 2 })
+	e, addr := startEngine(t, parkConfig(b.addr, 2*time.Second))
+	silent, kept := parkSilentThenKept(t, e, addr)
 	start := time.Now()
-	for _, c := range []net.Conn{kept, silent} {
+	for _, c := range []net.Conn{silent, kept} {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, err := c.Read(make([]byte, 1))
 		if err != io.EOF {
 			t.Errorf("a parked connection past its timeout: read %d %v, want EOF", n, err)
 		}
 	}
-	// 800 ms timeouts, the sweep every 250 ms: closed within about 1.1 s of
-	// going idle (generous bound: this is about closing at all).
-	if took := time.Since(start); took > 3*time.Second {
+	// 2 s timeouts, the sweep every 250 ms: closed within about 2.3 s of
+	// parking (generous bound: this is about closing at all).
+	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("parked connections closed %v after parking", took)
 	}
 	waitFor(t, 2*time.Second, "the sessions to end", func() bool {
@@ -110,11 +121,8 @@ func TestParkedConnectionTimesOut(t *testing.T) {
 // one too and returns (no goroutine is left waiting for it).
 func TestDrainAndShutdownCloseParkedConnections(t *testing.T) {
 	b := startBackend(t, "app", nil)
-	e, addr := startEngine(t, parkConfig(b.addr))
-	kept := dialProxy(t, addr)
-	sendGet(t, kept, bufio.NewReader(kept))
-	fresh := dialProxy(t, addr)
-	waitFor(t, 2*time.Second, "both connections to park", func() bool { return parkedConns(e) == 2 })
+	e, addr := startEngine(t, parkConfig(b.addr, 5*time.Second))
+	fresh, kept := parkSilentThenKept(t, e, addr)
 	e.Drain(true)
 	kept.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := kept.Read(make([]byte, 1)); err != io.EOF {

@@ -4,6 +4,7 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -323,11 +324,23 @@ func TestGracefulStop(t *testing.T) {
 		return strings.Count(msgs.String(), "READY=1") >= 2 && strings.Contains(msgs.String(), "RELOADING=1")
 	})
 
+	// A keep-alive connection that has served a request and waits for the
+	// next. (One that never sent a byte would not have reached the agent:
+	// HTTP listeners defer accept until the first bytes.)
 	idle, err := net.Dial("tcp", n.frontend)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(idle), nil); err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("the keep-alive connection's first request: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 	type result struct {
 		status int
 		close  bool
