@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -348,7 +349,9 @@ func (a *Agent) syncVIP(m *membership, cfg *state.Config) {
 	}
 	var verified int64
 	if old := a.vip; old != nil {
-		a.log.Info("vip section changed: restarting VIP control", "from", fmt.Sprintf("%+v", old.spec), "to", fmt.Sprintf("%+v", spec))
+		from, _ := json.Marshal(old.spec)
+		to, _ := json.Marshal(spec)
+		a.log.Info("vip section changed: restarting VIP control", "from", string(from), "to", string(to))
 		// An active-passive address that the new spec keeps stays put
 		// through the restart, and so does the confirmed lease.
 		var keep []netip.Prefix
