@@ -68,6 +68,22 @@ type nodeStatusJSON struct {
 	} `json:"vip"`
 }
 
+// newLBNodes writes the node configs of lb1..lbN (lbI on lab.Node(I))
+// under dir, each with extra appended (a vip section, say).
+func newLBNodes(t *testing.T, lab *netlab.Lab, dir string, count int, extra string) []*lbNode {
+	var nodes []*lbNode
+	for i := 1; i <= count; i++ {
+		n := &lbNode{name: fmt.Sprintf("lb%d", i), host: lab.Node(i)}
+		nd := filepath.Join(dir, n.name)
+		n.nodePath = filepath.Join(nd, "node.yaml")
+		writeFileAll(t, n.nodePath, fmt.Sprintf(
+			"node: {name: %s, data_dir: %s}\nadmin: {socket: %s}\nproxy_config: %s\ncluster: {bind_addr: %s}\n%s",
+			n.name, filepath.Join(nd, "data"), filepath.Join(nd, "admin.sock"), filepath.Join(nd, "lb.yaml"), n.host.Addr(), extra))
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
 // lbNode is one clustered agent in the lab.
 type lbNode struct {
 	name     string
@@ -115,16 +131,7 @@ func TestClusterInNamespaces(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	var nodes []*lbNode
-	for i := 1; i <= 3; i++ {
-		n := &lbNode{name: fmt.Sprintf("lb%d", i), host: lab.Node(i)}
-		nd := filepath.Join(dir, n.name)
-		n.nodePath = filepath.Join(nd, "node.yaml")
-		writeFileAll(t, n.nodePath, fmt.Sprintf(
-			"node: {name: %s, data_dir: %s}\nadmin: {socket: %s}\nproxy_config: %s\ncluster: {bind_addr: %s}\n",
-			n.name, filepath.Join(nd, "data"), filepath.Join(nd, "admin.sock"), filepath.Join(nd, "lb.yaml"), n.host.Addr()))
-		nodes = append(nodes, n)
-	}
+	nodes := newLBNodes(t, lab, dir, 3, "")
 	cli := func(n *lbNode, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()

@@ -45,16 +45,7 @@ func TestVerdictAgreement(t *testing.T) {
 	t.Cleanup(func() { srv2.Close() })
 
 	dir := t.TempDir()
-	var nodes []*lbNode
-	for i := 1; i <= 3; i++ {
-		n := &lbNode{name: fmt.Sprintf("lb%d", i), host: lab.Node(i)}
-		nd := filepath.Join(dir, n.name)
-		n.nodePath = filepath.Join(nd, "node.yaml")
-		writeFileAll(t, n.nodePath, fmt.Sprintf(
-			"node: {name: %s, data_dir: %s}\nadmin: {socket: %s}\nproxy_config: %s\ncluster: {bind_addr: %s}\n",
-			n.name, filepath.Join(nd, "data"), filepath.Join(nd, "admin.sock"), filepath.Join(nd, "lb.yaml"), n.host.Addr()))
-		nodes = append(nodes, n)
-	}
+	nodes := newLBNodes(t, lab, dir, 3, "")
 	cli := func(n *lbNode, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()

@@ -252,11 +252,17 @@ func (v *vipLab) waitAlive(from *lbNode, want ...*lbNode) {
 	})
 }
 
-// newVIPLab builds the lab, forms the cluster and applies the VIP config.
-func newVIPLab(t *testing.T) *vipLab {
+// newVIPLab builds the three-node lab: the backend in the client
+// namespace, the node configs, the GARP watcher, the sampler and the
+// standalone agents (form makes them a cluster).
+func newVIPLab(t *testing.T) *vipLab { return newVIPLabOf(t, "vip", 3) }
+
+// newVIPLabOf is newVIPLab with nodes nodes, their namespaces named after
+// prefix.
+func newVIPLabOf(t *testing.T, prefix string, nodes int) *vipLab {
 	netlab.Require(t)
 	bin := binary(t)
-	lab, err := netlab.New(t, netlab.Options{Prefix: "vip", Nodes: 3})
+	lab, err := netlab.New(t, netlab.Options{Prefix: prefix, Nodes: nodes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,14 +282,8 @@ func newVIPLab(t *testing.T) *vipLab {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	for i := 1; i <= 3; i++ {
-		n := &lbNode{name: fmt.Sprintf("lb%d", i), host: lab.Node(i)}
-		nd := filepath.Join(v.dir, n.name)
-		n.nodePath = filepath.Join(nd, "node.yaml")
-		writeFileAll(t, n.nodePath, fmt.Sprintf(
-			"node: {name: %s, data_dir: %s}\nadmin: {socket: %s}\nproxy_config: %s\ncluster: {bind_addr: %s}\nvip: {interface: eth0}\n",
-			n.name, filepath.Join(nd, "data"), filepath.Join(nd, "admin.sock"), filepath.Join(nd, "lb.yaml"), n.host.Addr()))
-		v.nodes = append(v.nodes, n)
+	v.nodes = newLBNodes(t, lab, v.dir, nodes, "vip: {interface: eth0}\n")
+	for _, n := range v.nodes {
 		v.byAddr[n.host.Addr().String()] = n.name
 		v.byMAC[n.host.MAC().String()] = n.name
 	}

@@ -3,9 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -244,45 +241,8 @@ func TestVIPTiebreaker(t *testing.T) {
 	t.Logf("whole tiebreaker scenario: %v", time.Since(begin).Round(time.Millisecond))
 }
 
-// newTiebreakerLab is newVIPLab with two nodes: the lab, the backend in the
-// client namespace, the node configs, the GARP watcher, the sampler and
-// the standalone agents.
-func newTiebreakerLab(t *testing.T) *vipLab {
-	bin := binary(t)
-	lab, err := netlab.New(t, netlab.Options{Prefix: "vtb", Nodes: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := &vipLab{t: t, lab: lab, bin: bin, dir: t.TempDir(), vip: lab.VIP(), byAddr: map[string]string{}, byMAC: map[string]string{}}
-	c := lab.Client()
-	ln, err := lab.Listen(c, "tcp4", c.HostPort(9001))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		io.WriteString(w, host)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	for i := 1; i <= 2; i++ {
-		n := &lbNode{name: fmt.Sprintf("lb%d", i), host: lab.Node(i)}
-		nd := filepath.Join(v.dir, n.name)
-		n.nodePath = filepath.Join(nd, "node.yaml")
-		writeFileAll(t, n.nodePath, fmt.Sprintf(
-			"node: {name: %s, data_dir: %s}\nadmin: {socket: %s}\nproxy_config: %s\ncluster: {bind_addr: %s}\nvip: {interface: eth0}\n",
-			n.name, filepath.Join(nd, "data"), filepath.Join(nd, "admin.sock"), filepath.Join(nd, "lb.yaml"), n.host.Addr()))
-		v.nodes = append(v.nodes, n)
-		v.byAddr[n.host.Addr().String()] = n.name
-		v.byMAC[n.host.MAC().String()] = n.name
-	}
-	v.arp = watchGARP(t, c.NS(), v.vip)
-	v.smp = startSampler(v)
-	for _, n := range v.nodes {
-		v.startAgent(n)
-	}
-	return v
-}
+// newTiebreakerLab is newVIPLab with two nodes.
+func newTiebreakerLab(t *testing.T) *vipLab { return newVIPLabOf(t, "vtb", 2) }
 
 // formTiebreaker forms the two-node cluster with the CLI, applies the
 // tiebreaker VIP config and returns the first holder.
