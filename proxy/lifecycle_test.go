@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/state"
+	"golang.org/x/sys/unix"
 )
 
 func mustParse(t *testing.T, yaml string) *state.Config {
@@ -433,5 +435,56 @@ backends:
 	expectClosed(t, c, br)
 	if f := frontendStats(t, e, "web"); f.Resp4xx != 1 || f.ReqErrors != 1 {
 		t.Errorf("frontend hrsp_4xx=%d ereq=%d, want 1 1", f.Resp4xx, f.ReqErrors)
+	}
+}
+
+// TestTCPModeFINWithLastBytes: a FIN that arrives in the same segment as
+// the last bytes (both sides cork, so data and FIN leave as one segment)
+// still ends each direction of the tunnel at once. The copy waits without
+// reading again after a short read; only the parker's hang-up watch can
+// tell it about such a FIN, so without it this test times out.
+func TestTCPModeFINWithLastBytes(t *testing.T) {
+	cork := func(c net.Conn) {
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err == nil {
+			rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) })
+		}
+		if err != nil {
+			t.Errorf("TCP_CORK: %v", err)
+		}
+	}
+	echo := startRawServer(t, func(c net.Conn) {
+		got, err := io.ReadAll(c)
+		if err != nil {
+			return
+		}
+		cork(c)
+		c.Write(got)
+		c.(*net.TCPConn).CloseWrite()
+	})
+	_, addr := startEngine(t, fmt.Sprintf(`
+defaults: {mode: tcp, timeouts: {connect: 1s, client: 30s, server: 30s}}
+frontends:
+  - {name: tcpfe, bind: ["127.0.0.1:0"], default_backend: echo}
+backends:
+  - {name: echo, servers: [{name: s1, address: %q}]}
+`, echo.addr))
+	for i := range 50 {
+		c := dialProxy(t, addr)
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		msg := payload(100+i, uint64(i))
+		cork(c)
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).CloseWrite()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("connection %d: %v after %d bytes (the tunnel missed a FIN)", i, err, len(got))
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("connection %d: echo of %d bytes, want %d intact", i, len(got), len(msg))
+		}
 	}
 }

@@ -39,7 +39,8 @@ type parker struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	conns  map[uint64]*conn // parked, by epoll token
+	conns  map[uint64]*conn     // parked, by epoll token
+	pipes  map[uint64]*halfPipe // tunnel directions watched for a hang-up (tcp.go)
 	next   uint64
 	closed bool
 }
@@ -59,7 +60,8 @@ func newParker() (*parker, error) {
 		ep.Close()
 		return nil, fmt.Errorf("parker: %w", err)
 	}
-	p := &parker{ep: ep, rc: rc, events: make([]unix.EpollEvent, 128), done: make(chan struct{}), conns: map[uint64]*conn{}}
+	p := &parker{ep: ep, rc: rc, events: make([]unix.EpollEvent, 128), done: make(chan struct{}),
+		conns: map[uint64]*conn{}, pipes: map[uint64]*halfPipe{}}
 	go p.run()
 	return p, nil
 }
@@ -86,7 +88,7 @@ func (p *parker) park(cn *conn, waiting int32, until time.Time) bool {
 	tok := p.next
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setToken(&ev, tok)
-	if err := p.ctl(cn, unix.EPOLL_CTL_ADD, &ev); err != nil {
+	if err := p.ctl(cn.rc, unix.EPOLL_CTL_ADD, &ev); err != nil {
 		// Only a closer that waits for p.mu can have taken it meanwhile.
 		return !cn.state.CompareAndSwap(connParked, waiting)
 	}
@@ -108,14 +110,45 @@ func (p *parker) remove(cn *conn) {
 		return
 	}
 	delete(p.conns, cn.parkTok)
-	p.ctl(cn, unix.EPOLL_CTL_DEL, nil)
+	p.ctl(cn.rc, unix.EPOLL_CTL_DEL, nil)
 }
 
-// ctl adds cn's socket to the epoll set or deletes it.
-func (p *parker) ctl(cn *conn, op int, ev *unix.EpollEvent) error {
+// watch adds h's source socket to the epoll set for one report of a
+// hang-up (EPOLLRDHUP, or EPOLLHUP/EPOLLERR, which epoll always reports),
+// passed on to h.hangup. On failure h is left unwatched.
+func (p *parker) watch(h *halfPipe) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.next++
+	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	setToken(&ev, p.next)
+	if p.ctl(h.srcRC, unix.EPOLL_CTL_ADD, &ev) != nil {
+		return
+	}
+	h.tok, h.watched = p.next, true
+	p.pipes[h.tok] = h
+}
+
+// unwatch forgets h when its tunnel ends. Its socket leaves the epoll set
+// when it is closed (a later report finds no tunnel: tokens are not
+// reused), which saves a system call per direction.
+func (p *parker) unwatch(h *halfPipe) {
+	if !h.watched {
+		return
+	}
+	p.mu.Lock()
+	delete(p.pipes, h.tok)
+	p.mu.Unlock()
+}
+
+// ctl adds the socket behind rc to the epoll set or deletes it.
+func (p *parker) ctl(rc syscall.RawConn, op int, ev *unix.EpollEvent) error {
 	var err error
 	cerr := p.rc.Control(func(epfd uintptr) {
-		cerr := cn.rc.Control(func(fd uintptr) {
+		cerr := rc.Control(func(fd uintptr) {
 			err = unix.EpollCtl(int(epfd), op, int(fd), ev)
 		})
 		if err == nil {
@@ -159,6 +192,12 @@ func (p *parker) run() {
 // closed by its client: the goroutine finds out).
 func (p *parker) wake(tok uint64) {
 	p.mu.Lock()
+	if h := p.pipes[tok]; h != nil {
+		delete(p.pipes, tok)
+		p.mu.Unlock()
+		h.hangup()
+		return
+	}
 	cn := p.conns[tok]
 	if cn != nil {
 		p.remove(cn)
