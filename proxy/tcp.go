@@ -33,12 +33,14 @@ func (cn *conn) serveTCP(fe *frontend) {
 }
 
 // pipe copies client→server and server→client until both directions end,
-// closing each write side when its read side reaches EOF. A direction idle
-// for longer than idle ends the tunnel.
+// closing each write side when its read side reaches EOF. The tunnel ends
+// when no byte moved either way for idle, or when a write made no
+// progress for idle.
 func pipe(cn *conn, sc *serverConn, idle time.Duration, bufs *bufPool, fc, sc2 *Counters) {
 	var ended atomic.Bool
-	up := &halfPipe{src: cn.c, srcRC: cn.rc, dst: sc.TCPConn, idle: idle, bufs: bufs, ended: &ended}
-	down := &halfPipe{src: sc.TCPConn, srcRC: sc.rc, dst: cn.c, idle: idle, bufs: bufs, ended: &ended}
+	up := &halfPipe{src: cn.c, srcRC: cn.rc, dst: sc.TCPConn, dstRC: sc.rc, idle: idle, bufs: bufs, ended: &ended}
+	down := &halfPipe{src: sc.TCPConn, srcRC: sc.rc, dst: cn.c, dstRC: cn.rc, idle: idle, bufs: bufs, ended: &ended}
+	up.peer, down.peer = down, up
 	if p := cn.eng.parker; p != nil {
 		p.watch(up)
 		p.watch(down)
@@ -71,21 +73,36 @@ func pipe(cn *conn, sc *serverConn, idle time.Duration, bufs *bufPool, fc, sc2 *
 // does not pass on EPOLLRDHUP, so the engine's parker watches each
 // tunnelled socket for it in its own epoll set (watch) and wakes the
 // waiting copy (hangup). Without the parker a halfPipe always reads again.
+//
+// The copy reads no clock: src's read deadline is armed in steps of
+// idle/8, and each time it passes run looks at whether either direction
+// moved bytes since (extend), so the tunnel closes between idle and
+// idle×9/8 after its last byte. A write that would block arms dst's write
+// deadline for idle and clears it once the bytes are out.
 type halfPipe struct {
-	src, dst *net.TCPConn
-	srcRC    syscall.RawConn
-	idle     time.Duration
-	bufs     *bufPool
-	readAt   time.Time // when the read deadline was last pushed
-	writeAt  time.Time // and the write deadline
+	src, dst     *net.TCPConn
+	srcRC, dstRC syscall.RawConn
+	idle         time.Duration
+	bufs         *bufPool
+	peer         *halfPipe    // the other direction
+	ended        *atomic.Bool // shared by both directions: one of them failed
+	moved        atomic.Int64 // bytes copied (read by the peer's extend)
 
-	ended   *atomic.Bool // shared by both directions: one of them failed
+	seen     int64     // both directions' bytes at extend's last look
+	activeAt time.Time // when extend last saw them move
+
 	watched bool         // the parker watches src for a hang-up
 	tok     uint64       // its token there
 	hup     atomic.Int32 // hupNone, hupPending (seen, not yet handled), hupHandled
 
-	total int64 // bytes copied
-	err   error // why the copy ended: nil (EOF), a read or a write error
+	err error // why the copy ended: nil (EOF), a read or a write error
+
+	// The RawConn callbacks, made once (a method value allocates), and
+	// what write hands to writeOut.
+	copyFn, writeFn func(fd uintptr) bool
+	out             []byte
+	werr            error
+	armed           bool // write set dst's write deadline
 }
 
 const (
@@ -102,24 +119,45 @@ var errTunnelEnded = errors.New("the tunnel's other direction failed")
 // reads them into.
 func (h *halfPipe) run() int64 {
 	defer h.dst.CloseWrite() // tell the other side we are done
+	h.copyFn, h.writeFn = h.copy, h.writeOut
+	h.activeAt = time.Now()
+	h.src.SetReadDeadline(h.activeAt.Add(h.idle / 8))
 	for {
-		// (Re-)armed before the wait that may follow, which checks it first.
-		h.readAt = time.Now()
-		h.src.SetReadDeadline(h.readAt.Add(h.idle))
-		err := h.srcRC.Read(h.copy)
+		err := h.srcRC.Read(h.copyFn)
 		if err == nil {
 			err = h.err
 		}
-		switch {
-		case err == nil || errors.Is(err, io.EOF):
-			return h.total
-		case errors.Is(err, os.ErrDeadlineExceeded) && h.hup.CompareAndSwap(hupPending, hupHandled) && !h.ended.Load():
-			// Woken by hangup, not by the idle timeout: read what is left.
-			continue
+		if err == nil || errors.Is(err, io.EOF) {
+			return h.moved.Load()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && !h.ended.Load() {
+			if h.hup.CompareAndSwap(hupPending, hupHandled) {
+				// Woken by hangup: read what is left.
+				h.src.SetReadDeadline(time.Now().Add(h.idle / 8))
+				continue
+			}
+			if h.extend() {
+				continue
+			}
 		}
 		h.abort()
-		return h.total
+		return h.moved.Load()
 	}
+}
+
+// extend re-arms src's read deadline, which passed, unless the tunnel has
+// been idle for h.idle.
+func (h *halfPipe) extend() bool {
+	now := time.Now()
+	if m := h.moved.Load() + h.peer.moved.Load(); m != h.seen {
+		h.seen, h.activeAt = m, now
+	}
+	left := h.idle - now.Sub(h.activeAt)
+	if left <= 0 {
+		return false
+	}
+	h.src.SetReadDeadline(now.Add(min(left, h.idle/8)))
+	return true
 }
 
 // copy is the RawConn.Read callback: it reads and forwards until a read
@@ -128,14 +166,6 @@ func (h *halfPipe) run() int64 {
 func (h *halfPipe) copy(fd uintptr) bool {
 	short := false
 	for {
-		// Deadlines measure inactivity; re-arm them at most every idle/8.
-		now := time.Now()
-		if now.Sub(h.readAt) > h.idle/8 {
-			h.src.SetReadDeadline(now.Add(h.idle))
-			h.readAt = now
-		}
-		// Checked after the re-arm, which may have overwritten the
-		// deadline that abort or hangup set after storing their flag.
 		if h.ended.Load() {
 			h.err = errTunnelEnded
 			return true
@@ -150,16 +180,11 @@ func (h *halfPipe) copy(fd uintptr) bool {
 			return false
 		}
 		if n > 0 {
-			if now.Sub(h.writeAt) > h.idle/8 {
-				h.dst.SetWriteDeadline(now.Add(h.idle))
-				h.writeAt = now
-			}
-			if _, werr := h.dst.Write((*b)[:n]); werr != nil {
+			if werr := h.write((*b)[:n]); werr != nil {
 				h.bufs.put(b)
 				h.err = werr
 				return true
 			}
-			h.total += int64(n)
 		}
 		short = n < len(*b)
 		h.bufs.put(b)
@@ -168,6 +193,45 @@ func (h *halfPipe) copy(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// write writes b to dst. Only a write that has to wait for room reads
+// the clock: it gives dst idle to take more bytes.
+func (h *halfPipe) write(b []byte) error {
+	h.out, h.werr, h.armed = b, nil, false
+	err := h.dstRC.Write(h.writeFn)
+	if h.armed {
+		h.dst.SetWriteDeadline(time.Time{})
+	}
+	h.out = nil
+	if err == nil {
+		err = h.werr
+	}
+	return err
+}
+
+// writeOut is the RawConn.Write callback of write.
+func (h *halfPipe) writeOut(fd uintptr) bool {
+	for len(h.out) > 0 {
+		n, err := unix.Write(int(fd), h.out)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			h.dst.SetWriteDeadline(time.Now().Add(h.idle))
+			h.armed = true
+			return false
+		case err != nil:
+			h.werr = err
+			return true
+		case n == 0:
+			h.werr = io.ErrShortWrite
+			return true
+		}
+		h.out = h.out[n:]
+		h.moved.Add(int64(n))
+	}
+	return true
 }
 
 // hangup is the parker's report that src was shut down or failed: a copy
