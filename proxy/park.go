@@ -19,6 +19,9 @@ import (
 // fresh goroutine when the connection becomes readable, or closes it when
 // its keep-alive (or first-request) timeout passes. Busy connections never
 // park: the hot path is unchanged.
+//
+// The same epoll set also watches each tunnelled socket for a hang-up
+// (EPOLLRDHUP), which the runtime's poller does not report: see halfPipe.
 
 // parkAfter is how long a connection waits for its next request in its own
 // goroutine before it is parked.
