@@ -28,8 +28,8 @@ backends:
 // both directions (HAProxy's `timeout tunnel`): a server that streams to a
 // silent client for three times the timeout is not cut off.
 func TestTunnelOneWayStreamStaysOpen(t *testing.T) {
-	const ticks = 12
-	addr := tunnelEngine(t, "400ms", func(c net.Conn) {
+	const ticks = 30 // one byte every 100 ms for 3 s
+	addr := tunnelEngine(t, "1s", func(c net.Conn) {
 		for i := range ticks {
 			if _, err := c.Write([]byte{byte('a' + i)}); err != nil {
 				return
