@@ -220,17 +220,10 @@ func TestHardStop(t *testing.T) {
 // half-close through: the client writes, shuts its write side, and reads
 // the whole echo followed by EOF.
 func TestTCPModeHalfClose(t *testing.T) {
-	echo := startRawServer(t, func(c net.Conn) {
+	e, addr := tunnelEngine(t, "5s", func(c net.Conn) {
 		io.Copy(c, c)
 		c.(*net.TCPConn).CloseWrite()
 	})
-	e, addr := startEngine(t, fmt.Sprintf(`
-defaults: {mode: tcp, timeouts: {connect: 1s, client: 5s, server: 5s}}
-frontends:
-  - {name: tcpfe, bind: ["127.0.0.1:0"], default_backend: echo}
-backends:
-  - {name: echo, servers: [{name: s1, address: %q}]}
-`, echo.addr))
 	data := payload(1<<20, 3)
 	c := dialProxy(t, addr)
 	werr := make(chan error, 1)
@@ -453,7 +446,7 @@ func TestTCPModeFINWithLastBytes(t *testing.T) {
 			t.Errorf("TCP_CORK: %v", err)
 		}
 	}
-	echo := startRawServer(t, func(c net.Conn) {
+	_, addr := tunnelEngine(t, "30s", func(c net.Conn) {
 		got, err := io.ReadAll(c)
 		if err != nil {
 			return
@@ -462,13 +455,6 @@ func TestTCPModeFINWithLastBytes(t *testing.T) {
 		c.Write(got)
 		c.(*net.TCPConn).CloseWrite()
 	})
-	_, addr := startEngine(t, fmt.Sprintf(`
-defaults: {mode: tcp, timeouts: {connect: 1s, client: 30s, server: 30s}}
-frontends:
-  - {name: tcpfe, bind: ["127.0.0.1:0"], default_backend: echo}
-backends:
-  - {name: echo, servers: [{name: s1, address: %q}]}
-`, echo.addr))
 	for i := range 50 {
 		c := dialProxy(t, addr)
 		c.SetDeadline(time.Now().Add(3 * time.Second))

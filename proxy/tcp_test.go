@@ -9,19 +9,18 @@ import (
 	"time"
 )
 
-// tunnelEngine starts a TCP-mode engine with the given tunnel timeout in
-// front of handle's server.
-func tunnelEngine(t *testing.T, tunnel string, handle func(c net.Conn)) string {
+// tunnelEngine starts a TCP-mode engine (frontend tcpfe) with the given
+// tunnel timeout in front of handle's server.
+func tunnelEngine(t *testing.T, tunnel string, handle func(c net.Conn)) (*Engine, string) {
 	t.Helper()
 	srv := startRawServer(t, handle)
-	_, addr := startEngine(t, fmt.Sprintf(`
+	return startEngine(t, fmt.Sprintf(`
 defaults: {mode: tcp, timeouts: {connect: 1s, client: 30s, server: 30s, tunnel: %s}}
 frontends:
   - {name: tcpfe, bind: ["127.0.0.1:0"], default_backend: be}
 backends:
   - {name: be, servers: [{name: s1, address: %q}]}
 `, tunnel, srv.addr))
-	return addr
 }
 
 // TestTunnelOneWayStreamStaysOpen: the tunnel timeout is inactivity in
@@ -29,7 +28,7 @@ backends:
 // silent client for three times the timeout is not cut off.
 func TestTunnelOneWayStreamStaysOpen(t *testing.T) {
 	const ticks = 30 // one byte every 100 ms for 3 s
-	addr := tunnelEngine(t, "1s", func(c net.Conn) {
+	_, addr := tunnelEngine(t, "1s", func(c net.Conn) {
 		for i := range ticks {
 			if _, err := c.Write([]byte{byte('a' + i)}); err != nil {
 				return
@@ -49,7 +48,7 @@ func TestTunnelOneWayStreamStaysOpen(t *testing.T) {
 // its timeout, not before.
 func TestTunnelIdleTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	addr := tunnelEngine(t, "300ms", func(c net.Conn) { io.Copy(c, c) })
+	_, addr := tunnelEngine(t, "300ms", func(c net.Conn) { io.Copy(c, c) })
 	c := dialProxy(t, addr)
 	c.Write([]byte("ping"))
 	buf := make([]byte, 4)
@@ -75,7 +74,7 @@ func TestTunnelIdleTimeout(t *testing.T) {
 // timeout without progress, and the server sees its connection go.
 func TestTunnelBlockedWriterTimesOut(t *testing.T) {
 	serverErr := make(chan error, 1)
-	addr := tunnelEngine(t, "300ms", func(c net.Conn) {
+	_, addr := tunnelEngine(t, "300ms", func(c net.Conn) {
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		chunk := make([]byte, 64<<10)
 		for {
