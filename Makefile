@@ -108,7 +108,7 @@ E2E_PREV_VERSION := $(shell echo '$(DEB_VERSION)' | sed 's/-\([^-]*\)$$/~prev-\1
 E2E_ARGS ?=
 .PHONY: e2e
 e2e: deb
-	test/boxes/deps.sh
+	test/deps.sh e2e
 	GO=$(GO) SCHEMA_LEVEL=2 packaging/build-deb.sh '$(E2E_PREV_VERSION)'
 	FULCRUM_E2E=1 FULCRUM_E2E_DEB=$(CURDIR)/dist/fulcrum_$(E2E_PREV_VERSION)_amd64.deb \
 		FULCRUM_E2E_DEB_UPGRADE=$(CURDIR)/$(DEB) \
@@ -125,6 +125,6 @@ e2e: deb
 BENCH_FAILOVER_ARGS ?=
 .PHONY: bench-failover
 bench-failover: build
-	test/bench/failover/deps.sh
+	test/deps.sh failover
 	FULCRUM_BENCH_FAILOVER=1 FULCRUM_BIN=$(CURDIR)/$(BIN) FULCRUM_VERSION=$(VERSION) \
 		$(GO) test -count=1 -timeout 30m -v -run '^TestFailoverBench$$' ./test/bench/failover/ $(BENCH_FAILOVER_ARGS)

@@ -65,7 +65,7 @@ func rootfs(t *testing.T) string {
 		return dir
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
-		t.Fatalf("rootfs: no debootstrap (run `make e2e`, which installs it with test/boxes/deps.sh)")
+		t.Fatalf("rootfs: no debootstrap (run `make e2e`, which installs it with test/deps.sh e2e)")
 	}
 	if err := os.MkdirAll(cacheDir(), 0o755); err != nil {
 		t.Fatal(err)
