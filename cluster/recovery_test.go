@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,10 +25,16 @@ type runningAgent struct {
 
 func runAgent(t *testing.T, cfg NodeConfig) *runningAgent {
 	t.Helper()
+	return runAgentWith(t, cfg, quietLog())
+}
+
+// runAgentWith starts an agent logging to log, with extra options.
+func runAgentWith(t *testing.T, cfg NodeConfig, log *slog.Logger, opts ...AgentOption) *runningAgent {
+	t.Helper()
 	if err := os.WriteFile(cfg.ProxyConfig, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewAgent(cfg, quietLog(), WithNotifier(NewNotifier("", quietLog())))
+	a, err := NewAgent(cfg, log, append([]AgentOption{WithNotifier(NewNotifier("", quietLog()))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

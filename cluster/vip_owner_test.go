@@ -236,32 +236,8 @@ type vipLab struct {
 // runVIPAgent is runAgent with the fake announcer of lan.
 func runVIPAgent(t *testing.T, cfg NodeConfig, lan *fakeLAN) *runningAgent {
 	t.Helper()
-	if err := os.WriteFile(cfg.ProxyConfig, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a, err := NewAgent(cfg, testVIPLog(cfg.Node.Name), WithNotifier(NewNotifier("", quietLog())),
+	return runAgentWith(t, cfg, testVIPLog(cfg.Node.Name),
 		func(a *Agent) { a.nodeOpts.VIPAnnouncer = lan.announcer(cfg.Node.Name) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	waitUntil(t, 10*time.Second, "the agent to run", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.phase == phaseRunning
-	})
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return &runningAgent{a: a, stop: stop}
 }
 
 // newVIPLab forms lb1 (leader), lb2, lb3 with the given VIP priorities and

@@ -7,12 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,24 +56,6 @@ template bgp node {
 }
 `
 
-func aaRequireBird(t *testing.T) {
-	t.Helper()
-	var missing []string
-	for _, n := range []string{"bird", "birdc"} {
-		if _, err := exec.LookPath(n); err != nil {
-			missing = append(missing, n)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("%v not installed (Debian package bird2; test/deps.sh installs it)", missing)
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
-	}
-	t.Skip(msg)
-}
-
 var aaViaRE = regexp.MustCompile(`\bvia (\d+\.\d+\.\d+\.\d+)`)
 
 // aaHops returns the sorted next hops of the router's kernel route for
@@ -111,7 +91,7 @@ func aaAddrs(ns ...*lbNode) []netip.Addr {
 // killed loses its next hop within the hold time.
 func TestActiveActive(t *testing.T) {
 	netlab.Require(t)
-	aaRequireBird(t)
+	netlab.RequireCommands(t, "bird2", "bird", "birdc")
 	bin := binary(t)
 	testStart := time.Now()
 	lab, err := netlab.New(t, netlab.Options{Prefix: "aa", Nodes: 3})
@@ -268,20 +248,7 @@ func TestActiveActive(t *testing.T) {
 	for _, n := range v.nodes {
 		v.startAgent(n)
 	}
-	out, err := v.cli(v.nodes[0], "cluster", "init", "--json")
-	if err != nil {
-		t.Fatalf("cluster init: %v\n%s", err, out)
-	}
-	var ini struct {
-		Token string `json:"token"`
-	}
-	decodeJSON(t, "cluster init --json", out, &ini)
-	for _, n := range v.nodes[1:] {
-		if out, err := v.cli(n, "cluster", "join", v.nodes[0].host.Addr().String(), "--token", ini.Token); err != nil {
-			t.Fatalf("%s: cluster join: %v\n%s", n.name, err, out)
-		}
-	}
-	v.waitAlive(v.nodes[2], v.nodes...)
+	v.initAndJoin()
 	t.Logf("cluster formed %v after the test began", time.Since(testStart).Round(time.Millisecond))
 
 	lb := filepath.Join(dir, "lb.yaml")
@@ -303,20 +270,7 @@ vip:
     keepalive: 1s
 `, c.HostPort(9001), c.HostPort(9002), vip, r.Addr(), aaRouterASN))
 	start := time.Now()
-	out, err = v.cli(v.nodes[1], "config", "apply", "-f", lb, "--json")
-	if err != nil {
-		t.Fatalf("config apply: %v\n%s", err, out)
-	}
-	var ap struct {
-		Version uint64            `json:"version"`
-		Applied map[string]uint64 `json:"applied"`
-	}
-	decodeJSON(t, "config apply --json", out, &ap)
-	for _, n := range v.nodes {
-		if ap.Applied[n.name] != ap.Version {
-			t.Errorf("apply: %s at %d, want %d: %s", n.name, ap.Applied[n.name], ap.Version, out)
-		}
-	}
+	v.applyEverywhere(lb, "every node runs the active-active config")
 
 	// One next hop per node.
 	took := waitHops("after config apply", v.nodes, start, 15*time.Second)

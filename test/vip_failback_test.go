@@ -97,21 +97,21 @@ func TestVIPFailback(t *testing.T) {
 		back = time.Now()
 		return h
 	})
-	waitFor(t, 10*time.Second, "the client served through lb1", func() bool { return p.servedBy(back, "lb1") })
+	waitFor(t, 10*time.Second, "the client served through lb1", func() bool { return p.ServedBy(back, "lb1") })
 	time.Sleep(1500 * time.Millisecond)
-	s := p.finish(restart)
+	s := p.Finish(restart)
 	t.Logf("[failback] lb1 restarted at T0, back on the VIP by T0%s (preempt_delay %v); %s", rel(back.Sub(restart)), delay, s)
-	for _, f := range s.fails {
+	for _, f := range s.Fails {
 		t.Logf("[failback]   failed request: %s", f)
 	}
 	if back.Sub(restart) < delay {
 		t.Errorf("[failback] lb1 took the VIP back %v after its restart, before preempt_delay %v", back.Sub(restart), delay)
 	}
-	if s.failed > 0 {
-		t.Errorf("[failback] %d of %d requests failed (e.g. %s), want none (a planned hand-over)", s.failed, s.sent, s.someErr)
+	if s.Failed > 0 {
+		t.Errorf("[failback] %d of %d requests failed (e.g. %s), want none (a planned hand-over)", s.Failed, s.Sent, s.SomeErr)
 	}
-	if s.lastVia != "lb1" {
-		t.Errorf("[failback] the last request was served through %q, want lb1", s.lastVia)
+	if s.LastVia != "lb1" {
+		t.Errorf("[failback] the last request was served through %q, want lb1", s.LastVia)
 	}
 	if h := handOverLog(v.node(next).agent.Output()); h != "" {
 		t.Logf("[failback] %s's log: %s", next, h)

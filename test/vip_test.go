@@ -295,10 +295,11 @@ func newVIPLabOf(t *testing.T, prefix string, nodes int) *vipLab {
 	return v
 }
 
-// form runs cluster init and join, applies the VIP config and returns the
-// first holder.
-func (v *vipLab) form() string {
+// initAndJoin forms the cluster with the CLI: init on the first node, join
+// from the others, until every node sees every other alive.
+func (v *vipLab) initAndJoin() {
 	t := v.t
+	t.Helper()
 	out, err := v.cli(v.nodes[0], "cluster", "init", "--json")
 	if err != nil {
 		t.Fatalf("cluster init: %v\n%s", err, out)
@@ -312,7 +313,35 @@ func (v *vipLab) form() string {
 			t.Fatalf("%s: cluster join: %v\n%s", n.name, err, out)
 		}
 	}
-	v.waitAlive(v.nodes[2], v.nodes...)
+	v.waitAlive(v.nodes[len(v.nodes)-1], v.nodes...)
+}
+
+// applyEverywhere applies the proxy config file lb through the second node
+// and checks that every node applied it (why: what a refusal would mean).
+func (v *vipLab) applyEverywhere(lb, why string) {
+	t := v.t
+	t.Helper()
+	out, err := v.cli(v.nodes[1], "config", "apply", "-f", lb, "--json")
+	if err != nil {
+		t.Fatalf("config apply: %v\n%s", err, out)
+	}
+	var ap struct {
+		Version uint64            `json:"version"`
+		Applied map[string]uint64 `json:"applied"`
+	}
+	decodeJSON(t, "config apply --json", out, &ap)
+	for _, n := range v.nodes {
+		if ap.Applied[n.name] != ap.Version {
+			t.Errorf("apply: %s at %d, want %d (%s): %s", n.name, ap.Applied[n.name], ap.Version, why, out)
+		}
+	}
+}
+
+// form runs cluster init and join, applies the VIP config and returns the
+// first holder.
+func (v *vipLab) form() string {
+	t := v.t
+	v.initAndJoin()
 
 	// A second frontend binds the VIP itself: the passive nodes must
 	// apply it too (IP_FREEBIND).
@@ -332,20 +361,7 @@ vip:
   garp: {burst: 3, interval: 100ms, refresh: 2s}
 `, netip.AddrPortFrom(v.vip, 8081), v.lab.Client().HostPort(9001), v.vip))
 	start := time.Now()
-	out, err = v.cli(v.nodes[1], "config", "apply", "-f", lb, "--json")
-	if err != nil {
-		t.Fatalf("config apply: %v\n%s", err, out)
-	}
-	var ap struct {
-		Version uint64            `json:"version"`
-		Applied map[string]uint64 `json:"applied"`
-	}
-	decodeJSON(t, "config apply --json", out, &ap)
-	for _, n := range v.nodes {
-		if ap.Applied[n.name] != ap.Version {
-			t.Errorf("apply: %s at %d, want %d (a passive node must accept a frontend bound to the VIP): %s", n.name, ap.Applied[n.name], ap.Version, out)
-		}
-	}
+	v.applyEverywhere(lb, "a passive node must accept a frontend bound to the VIP")
 	owner, seen := v.waitHolder(10*time.Second, "first VIP holder")
 	t.Logf("VIP %s on %s's eth0 %v after config apply started", v.vip, owner, seen.Sub(start).Round(time.Millisecond))
 	return owner
@@ -771,134 +787,10 @@ func (v *vipLab) checkGARPs(scenario string, t time.Time, ignore ...string) {
 
 // --- the client's request stream -----------------------------------------
 
-type probeResult struct {
-	sent, done time.Time
-	ok         bool
-	via        string
-	err        string
-}
-
-// probe sends one request every 10 ms (a new connection each, connect
-// timeout 1.5 s, whole request 5 s) to url from the client, until stop is
-// closed or max requests were sent.
-type probe struct {
-	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
-	res  []*probeResult
-}
-
-func (v *vipLab) startProbe(url string, maxReqs int) *probe {
-	lab, c := v.lab, v.lab.Client()
-	tr := &http.Transport{
-		Proxy:             nil,
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			defer cancel()
-			return lab.Dial(ctx, c, network, addr)
-		},
-	}
-	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	p := &probe{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for range maxReqs {
-			r := &probeResult{sent: time.Now()}
-			p.mu.Lock()
-			p.res = append(p.res, r)
-			p.mu.Unlock()
-			wg.Go(func() {
-				st, body, err := get(hc, url)
-				p.mu.Lock()
-				defer p.mu.Unlock()
-				r.done = time.Now()
-				switch {
-				case err != nil:
-					r.err = err.Error()
-				case st != http.StatusOK:
-					r.err = fmt.Sprintf("status %d", st)
-				default:
-					r.ok, r.via = true, v.byAddr[strings.TrimSpace(body)]
-				}
-			})
-			select {
-			case <-p.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return p
-}
-
-// servedBy waits until a request sent after t succeeded through name.
-func (p *probe) servedBy(t time.Time, name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, r := range p.res {
-		if r.ok && r.via == name && r.sent.After(t) {
-			return true
-		}
-	}
-	return false
-}
-
-type probeSummary struct {
-	sent, failed     int
-	gap              time.Duration // first failure to the first success sent after it
-	longestSilence   time.Duration // longest time between two successful completions
-	maxLatency       time.Duration
-	via              map[string]int
-	lastVia, someErr string
-	fails            []string // the first failures, relative to t0
-}
-
-func (s probeSummary) String() string {
-	return fmt.Sprintf("%d requests, %d failed, client-observed gap %v (first failure to first success after it), longest time without a completed request %v, slowest success %v, served by %v",
-		s.sent, s.failed, s.gap.Round(time.Millisecond), s.longestSilence.Round(time.Millisecond), s.maxLatency.Round(time.Millisecond), s.via)
-}
-
-// finish stops the stream, waits for the requests in flight and sums up;
-// failures are described relative to t0.
-func (p *probe) finish(t0 time.Time) probeSummary {
-	close(p.stop)
-	<-p.done
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := probeSummary{sent: len(p.res), via: map[string]int{}}
-	var firstFail *probeResult
-	var dones []time.Time
-	for _, r := range p.res {
-		if !r.ok {
-			s.failed++
-			if len(s.fails) < 8 {
-				s.fails = append(s.fails, fmt.Sprintf("sent T0%s, failed after %v: %s",
-					rel(r.sent.Sub(t0)), r.done.Sub(r.sent).Round(time.Millisecond), r.err))
-			}
-			if firstFail == nil {
-				firstFail = r
-				s.someErr = r.err
-			}
-			continue
-		}
-		s.via[r.via]++
-		s.lastVia = r.via
-		s.maxLatency = max(s.maxLatency, r.done.Sub(r.sent))
-		dones = append(dones, r.done)
-		if firstFail != nil && s.gap == 0 {
-			s.gap = r.sent.Sub(firstFail.sent)
-		}
-	}
-	slices.SortFunc(dones, time.Time.Compare)
-	for k := 1; k < len(dones); k++ {
-		s.longestSilence = max(s.longestSilence, dones[k].Sub(dones[k-1]))
-	}
-	return s
+// startProbe starts the client's request stream to url (netlab.Probe),
+// naming nodes by the address they answer with.
+func (v *vipLab) startProbe(url string, max int) *netlab.Probe {
+	return netlab.StartProbe(v.lab, url, max, func(body string) string { return v.byAddr[body] })
 }
 
 func (v *vipLab) vipURL(port uint16) string {
@@ -908,13 +800,13 @@ func (v *vipLab) vipURL(port uint16) string {
 // pullNode runs the client stream while pull takes the owner away, waits
 // until another node holds the VIP and serves the client, lets the
 // stream run a little longer, and returns the new owner and the summary.
-func (v *vipLab) pullNode(scenario, owner string, pull func()) (string, probeSummary) {
+func (v *vipLab) pullNode(scenario, owner string, pull func()) (string, netlab.ProbeSummary) {
 	t := v.t
 	t.Helper()
 	p := v.startProbe(v.vipURL(8080), 2000)
 	time.Sleep(300 * time.Millisecond)
-	if !p.servedBy(time.Time{}, owner) {
-		p.finish(time.Now())
+	if !p.ServedBy(time.Time{}, owner) {
+		p.Finish(time.Now())
 		t.Fatalf("[%s] the client is not served through %s before the pull", scenario, owner)
 	}
 	t0 := time.Now()
@@ -926,22 +818,22 @@ func (v *vipLab) pullNode(scenario, owner string, pull func()) (string, probeSum
 	var served time.Time
 	waitFor(t, 15*time.Second, scenario+": the client served through "+next, func() bool {
 		served = time.Now()
-		return p.servedBy(t0, next)
+		return p.ServedBy(t0, next)
 	})
 	time.Sleep(1500 * time.Millisecond)
-	s := p.finish(t0)
+	s := p.Finish(t0)
 	garp, _ := v.firstGARP(next, t0)
 	t.Logf("[%s] %s pulled at T0: VIP on %s's eth0 by T0+%v, first GARP from %s at T0+%v, client served through it by T0+%v",
 		scenario, owner, next, seen.Sub(t0).Round(time.Millisecond), next, garp.Sub(t0).Round(time.Millisecond), served.Sub(t0).Round(time.Millisecond))
 	t.Logf("[%s] %s", scenario, s)
-	for _, f := range s.fails {
+	for _, f := range s.Fails {
 		t.Logf("[%s]   failed request: %s", scenario, f)
 	}
 	if d, ok := v.smp.lastHeld(owner, t0); ok {
 		t.Logf("[%s] %s last seen holding the VIP at T0%s", scenario, owner, rel(d.Sub(t0)))
 	}
-	if s.lastVia != next {
-		t.Errorf("[%s] the last request was served through %q, want %s", scenario, s.lastVia, next)
+	if s.LastVia != next {
+		t.Errorf("[%s] the last request was served through %q, want %s", scenario, s.LastVia, next)
 	}
 	return next, s
 }
@@ -986,8 +878,8 @@ func TestVIPFailover(t *testing.T) {
 		// accepted in the instant before it drops the address is lost;
 		// closing that window needs the old owner to drop new SYNs for the
 		// VIP (netfilter) while it finishes what it holds. Allow that one.
-		if s.failed > 0 {
-			t.Errorf("[drain] %d of %d requests failed (e.g. %s), want none", s.failed, s.sent, s.someErr)
+		if s.Failed > 0 {
+			t.Errorf("[drain] %d of %d requests failed (e.g. %s), want none", s.Failed, s.Sent, s.SomeErr)
 		}
 		v.checkOwner(next, all)
 		if out, err := v.cli(v.node(old), "node", "resume"); err != nil {
@@ -1018,7 +910,7 @@ func TestVIPFailover(t *testing.T) {
 			v.smp.exclude(killed.name, "SIGKILLed")
 			killed.agent.Kill()
 		})
-		if s.failed == 0 {
+		if s.Failed == 0 {
 			t.Logf("[kill] no request failed")
 		}
 		var live []*lbNode
@@ -1098,15 +990,15 @@ func TestVIPFailover(t *testing.T) {
 		}
 		v.waitAlive(v.node(next), all...)
 		time.Sleep(time.Second)
-		s := p.finish(plugged)
+		s := p.Finish(plugged)
 		if at, ok := v.reannounced(next, plugged, time.Now()); ok {
 			t.Logf("[cable] holder %s re-announced the VIP at plug%s", next, rel(at.Sub(plugged)))
 		} else {
 			t.Errorf("[cable] holder %s sent no GARP burst when %s came back (issue 5: re-announce on every membership change)", next, cut.name)
 		}
 		t.Logf("[cable] plugged back in: %s alive again after %v; client meanwhile: %s", cut.name, time.Since(plugged).Round(time.Millisecond), s)
-		if s.failed != 0 {
-			t.Errorf("[cable] %d requests failed after the cable was plugged back in (e.g. %s)", s.failed, s.someErr)
+		if s.Failed != 0 {
+			t.Errorf("[cable] %d requests failed after the cable was plugged back in (e.g. %s)", s.Failed, s.SomeErr)
 		}
 		hs := v.holders()
 		if len(hs) != 1 {
@@ -1187,10 +1079,14 @@ func TestVIPFailover(t *testing.T) {
 			}
 		})
 		if err := term.agent.WaitTimeout(10 * time.Second); err != nil {
-			t.Errorf("[sigterm] %s's agent: %v", term.name, err)
+			// SIGQUIT makes the Go runtime print every goroutine's stack:
+			// where the stop hangs.
+			term.agent.Signal(syscall.SIGQUIT)
+			term.agent.WaitTimeout(3 * time.Second)
+			t.Errorf("[sigterm] %s's agent did not exit: %v; its output, with its stacks:\n%s", term.name, err, tail(term.agent.Output(), 30000))
 		}
-		if s.failed > 0 {
-			t.Errorf("[sigterm] %d of %d requests failed (e.g. %s), want none", s.failed, s.sent, s.someErr)
+		if s.Failed > 0 {
+			t.Errorf("[sigterm] %d of %d requests failed (e.g. %s), want none", s.Failed, s.Sent, s.SomeErr)
 		}
 		if h, _ := v.holdsNow(term); h {
 			t.Errorf("[sigterm] %s's agent exited leaving the VIP on its eth0; log:\n%s", term.name, tail(term.agent.Output(), 3000))

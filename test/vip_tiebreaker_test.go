@@ -77,14 +77,14 @@ func TestVIPTiebreaker(t *testing.T) {
 	t.Logf("[peer killed] %s lost quorum and kept the VIP %v after %s was killed: %s",
 		holder.name, time.Since(killed).Round(time.Millisecond), peer.name, reason(holder))
 	time.Sleep(1500 * time.Millisecond) // a few tiebreaker probe periods
-	s := p.finish(killed)
+	s := p.Finish(killed)
 	t.Logf("[peer killed] client: %s", s)
-	for _, f := range s.fails {
+	for _, f := range s.Fails {
 		t.Logf("[peer killed]   failed request: %s", f)
 	}
-	if s.failed != 0 || s.lastVia != holder.name {
+	if s.Failed != 0 || s.LastVia != holder.name {
 		t.Errorf("[peer killed] %d of %d requests failed (e.g. %s), last served through %q: want none failed, all through %s",
-			s.failed, s.sent, s.someErr, s.lastVia, holder.name)
+			s.Failed, s.Sent, s.SomeErr, s.LastVia, holder.name)
 	}
 	if h, err := v.holdsNow(holder); err != nil || !h {
 		t.Errorf("[peer killed] %s's eth0 does not carry the VIP (%v): %s", holder.name, err, reason(holder))
@@ -132,8 +132,8 @@ func TestVIPTiebreaker(t *testing.T) {
 	dead, surv := v.node(owner), other(owner)
 	p = v.startProbe(v.vipURL(8080), 1500)
 	time.Sleep(300 * time.Millisecond)
-	if !p.servedBy(time.Time{}, dead.name) {
-		p.finish(time.Now())
+	if !p.ServedBy(time.Time{}, dead.name) {
+		p.Finish(time.Now())
 		t.Fatalf("[holder killed] the client is not served through %s before the kill", dead.name)
 	}
 	v.smp.exclude(dead.name, "SIGKILLed")
@@ -156,9 +156,9 @@ func TestVIPTiebreaker(t *testing.T) {
 	declared := err == nil && slices.ContainsFunc(st.Nodes, func(ns nodeStatusJSON) bool {
 		return ns.Name == dead.name && ns.Gossip == "dead"
 	})
-	waitFor(t, 10*time.Second, "the client served through "+surv.name, func() bool { return p.servedBy(t0, surv.name) })
+	waitFor(t, 10*time.Second, "the client served through "+surv.name, func() bool { return p.ServedBy(t0, surv.name) })
 	time.Sleep(time.Second)
-	s = p.finish(t0)
+	s = p.Finish(t0)
 	vs, err := v.vipStatus(surv)
 	// Claimed because the holder was declared dead, then kept without
 	// quorum while the tiebreaker answers.
@@ -169,11 +169,11 @@ func TestVIPTiebreaker(t *testing.T) {
 	t.Logf("[holder killed] %s killed at T0: VIP on %s's eth0 by T0%s, first GARP at T0%s, %s shows it dead in cluster status: %v",
 		dead.name, surv.name, rel(seen.Sub(t0)), rel(garp.Sub(t0)), surv.name, declared)
 	t.Logf("[holder killed] client: %s", s)
-	for _, f := range s.fails {
+	for _, f := range s.Fails {
 		t.Logf("[holder killed]   failed request: %s", f)
 	}
-	if s.lastVia != surv.name {
-		t.Errorf("[holder killed] the last request was served through %q, want %s", s.lastVia, surv.name)
+	if s.LastVia != surv.name {
+		t.Errorf("[holder killed] the last request was served through %q, want %s", s.LastVia, surv.name)
 	}
 	// The claim is stable: the survivor keeps the VIP, without flapping
 	// and without a storm of announcements (one burst of 3, both forms).
@@ -248,18 +248,7 @@ func newTiebreakerLab(t *testing.T) *vipLab { return newVIPLabOf(t, "vtb", 2) }
 // tiebreaker VIP config and returns the first holder.
 func (v *vipLab) formTiebreaker() string {
 	t := v.t
-	out, err := v.cli(v.nodes[0], "cluster", "init", "--json")
-	if err != nil {
-		t.Fatalf("cluster init: %v\n%s", err, out)
-	}
-	var ini struct {
-		Token string `json:"token"`
-	}
-	decodeJSON(t, "cluster init --json", out, &ini)
-	if out, err := v.cli(v.nodes[1], "cluster", "join", v.nodes[0].host.Addr().String(), "--token", ini.Token); err != nil {
-		t.Fatalf("lb2: cluster join: %v\n%s", err, out)
-	}
-	v.waitAlive(v.nodes[1], v.nodes...)
+	v.initAndJoin()
 	lb := filepath.Join(v.dir, "lb.yaml")
 	writeFile(t, lb, fmt.Sprintf(`global: {hard_stop_after: 2s}
 defaults: {mode: http, retries: 2, redispatch: true, timeouts: {connect: 1s, server: 5s}}

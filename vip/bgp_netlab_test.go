@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,24 +220,6 @@ func (h *bgpChild) must(t *testing.T, method, path string, vip netip.Prefix) str
 	return out
 }
 
-func bgpRequireBird(t *testing.T, names ...string) {
-	t.Helper()
-	var missing []string
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			missing = append(missing, n)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("%v not installed (Debian package bird2)", missing)
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
-	}
-	t.Skip(msg)
-}
-
 var bgpViaRE = regexp.MustCompile(`\bvia (\d+\.\d+\.\d+\.\d+)`)
 
 // routerNextHops returns the next hops of the router's kernel route for vip,
@@ -315,7 +296,7 @@ template bgp node {
 // next hop, and the time each takes is logged.
 func TestBGPECMPWithBird(t *testing.T) {
 	netlab.Require(t)
-	bgpRequireBird(t, "bird", "birdc")
+	netlab.RequireCommands(t, "bird2", "bird", "birdc")
 	testStart := time.Now()
 	lab, err := netlab.New(t, netlab.Options{Prefix: "bgp", Nodes: 3})
 	if err != nil {

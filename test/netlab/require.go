@@ -1,6 +1,7 @@
 package netlab
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,7 +25,26 @@ func Require(t testing.TB) {
 	if len(why) == 0 {
 		return
 	}
-	msg := "netlab: cannot build a network-namespace lab: " + strings.Join(why, ", ")
+	skipOrFail(t, "netlab: cannot build a network-namespace lab: "+strings.Join(why, ", "))
+}
+
+// RequireCommands is Require for commands a test runs (pkg: the Debian
+// package that has them).
+func RequireCommands(t testing.TB, pkg string, names ...string) {
+	t.Helper()
+	var missing []string
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		skipOrFail(t, fmt.Sprintf("%v not installed (Debian package %s; test/deps.sh installs it)", missing, pkg))
+	}
+}
+
+func skipOrFail(t testing.TB, msg string) {
+	t.Helper()
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
 		t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
 	}

@@ -88,7 +88,7 @@ func TestFailoverBench(t *testing.T) {
 	}
 	netlab.Require(t)
 	if _, err := exec.LookPath("keepalived"); err != nil {
-		t.Fatal("keepalived is not installed (make bench-failover installs it: test/bench/failover/deps.sh)")
+		t.Fatal("keepalived is not installed (make bench-failover installs it: test/deps.sh failover)")
 	}
 	bin := binary(t)
 	runs := envInt(t, "FAILOVER_RUNS", 10)
@@ -205,11 +205,13 @@ func (b *bench) once(t *testing.T, sys system, sc scenario, what string) (runRes
 		t.Errorf("[%s] before the pull: %v", what, err)
 		return runResult{}, false
 	}
-	p := startProbe(b.lab, b.url)
+	// The client (netlab.Probe): a request every 10 ms on a new connection;
+	// every node's server answers with the node's name. At most 40 s.
+	p := netlab.StartProbe(b.lab, b.url, 4000, func(body string) string { return body })
 	pre := time.Now()
-	if _, ok := p.waitServed(pre, b.names[owner], 5*time.Second); !ok {
-		s := p.finish(pre)
-		t.Errorf("[%s] the client is not served through the holder %s before the pull: %v %v", what, b.names[owner], s, s.fails)
+	if _, ok := p.WaitServed(pre, b.names[owner], 5*time.Second); !ok {
+		s := p.Finish(pre)
+		t.Errorf("[%s] the client is not served through the holder %s before the pull: %v %v", what, b.names[owner], s, s.Fails)
 		return runResult{}, false
 	}
 	// A random phase against the systems' timers (VRRP adverts, Raft
@@ -220,22 +222,22 @@ func (b *bench) once(t *testing.T, sys system, sc scenario, what string) (runRes
 	sys.pull(t, owner, sc)
 	next, seen, err := b.smp.waitHolder(30*time.Second, owner)
 	if err != nil {
-		p.finish(t0)
+		p.Finish(t0)
 		t.Errorf("[%s] after the pull of %s: %v", what, b.names[owner], err)
 		return runResult{}, false
 	}
-	served, ok := p.waitServed(t0, b.names[next], 30*time.Second)
+	served, ok := p.WaitServed(t0, b.names[next], 30*time.Second)
 	if !ok {
-		s := p.finish(t0)
-		t.Errorf("[%s] the client was not served through the new holder %s: %v %v", what, b.names[next], s, s.fails)
+		s := p.Finish(t0)
+		t.Errorf("[%s] the client was not served through the new holder %s: %v %v", what, b.names[next], s, s.Fails)
 		return runResult{}, false
 	}
 	time.Sleep(time.Second)
-	s := p.finish(t0)
-	r := runResult{gap: s.gap, silence: s.silence, slowest: s.slowest, failed: s.failed, takeover: seen.Sub(t0), served: served.Sub(t0)}
+	s := p.Finish(t0)
+	r := runResult{gap: s.Gap, silence: s.Silence, slowest: s.Slowest, failed: s.Failed, takeover: seen.Sub(t0), served: served.Sub(t0)}
 	t.Logf("[%s] %s pulled at T0: VIP on %s by T0+%v, client served through it by T0+%v; %v",
 		what, b.names[owner], b.names[next], ms(r.takeover), ms(r.served), s)
-	for _, f := range s.fails {
+	for _, f := range s.Fails {
 		t.Logf("[%s]   failed: %s", what, f)
 	}
 	sys.restore(t, owner, sc)
