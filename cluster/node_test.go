@@ -18,26 +18,8 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/cluster/pki"
 	"github.com/fulcrum-lb/fulcrum/state"
+	"github.com/fulcrum-lb/fulcrum/test/ports"
 )
-
-// freePorts returns n TCP ports free on 127.0.0.1 right now.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
 
 func testNodeConfig(t *testing.T, name string) NodeConfig {
 	t.Helper()
@@ -46,7 +28,7 @@ func testNodeConfig(t *testing.T, name string) NodeConfig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := freePorts(t, 3)
+	p := ports.Loopback(t, 3)
 	return NodeConfig{
 		Node:        NodeSection{Name: name, DataDir: filepath.Join(dir, "data"), Role: "voter"},
 		Admin:       AdminSection{Socket: filepath.Join(dir, "admin.sock")},

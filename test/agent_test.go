@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fulcrum-lb/fulcrum/test/ports"
 )
 
 // binary returns the fulcrum binary under test: $FULCRUM_BIN (set by
@@ -35,17 +37,6 @@ func binary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	return out
-}
-
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is a started process, killed at cleanup if still running.
@@ -142,10 +133,10 @@ backends:
 
 func startNode(t *testing.T, nBackends int, env ...string) *node {
 	t.Helper()
-	n := &node{bin: binary(t), dir: t.TempDir(), frontend: freeAddr(t)}
+	n := &node{bin: binary(t), dir: t.TempDir(), frontend: ports.Addr(t)}
 	weights := make([]int, nBackends)
 	for i := range nBackends {
-		addr := freeAddr(t)
+		addr := ports.Addr(t)
 		start(t, nil, n.bin, "demo-backend", "--listen", addr, "--name", fmt.Sprintf("app%d", i+1))
 		n.backends = append(n.backends, addr)
 		weights[i] = 1

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fulcrum-lb/fulcrum/test/ports"
 )
 
 // The health tests run the agent binary against backends in the test
@@ -189,7 +191,7 @@ func newHealthNode(t *testing.T) *hnode {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	n := &hnode{bin: binary(t), dir: dir, frontend: freeAddr(t),
+	n := &hnode{bin: binary(t), dir: dir, frontend: ports.Addr(t),
 		lbPath: filepath.Join(dir, "lb.yaml"), nodePath: filepath.Join(dir, "node.yaml"), sock: filepath.Join(dir, "admin.sock")}
 	n.admin = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/fulcrum-lb/fulcrum/test/ports"
 )
 
 func bgpValidOptions() BGPOptions {
@@ -123,17 +124,6 @@ func (f *bgpFakeInner) Close() error {
 	return nil
 }
 
-// bgpFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func bgpFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // bgpRIB returns the IPv4 prefixes in srv's global RIB and their next
 // hops.
 func bgpRIB(t *testing.T, srv *server.BgpServer) map[netip.Prefix]netip.Addr {
@@ -190,7 +180,7 @@ func (w bgpTWriter) Write(b []byte) (int, error) {
 // the route with this node as next hop; Release withdraws before the
 // address goes; Close withdraws everything and ends the session.
 func TestBGPAnnouncerAgainstGoBGPPeer(t *testing.T) {
-	port := bgpFreePort(t)
+	port := ports.Loopback(t, 1)[0]
 	peerSrv := server.NewBgpServer(server.LoggerOption(newGoBGPLogger(slog.New(slog.DiscardHandler))))
 	go peerSrv.Serve()
 	if err := peerSrv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
