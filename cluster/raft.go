@@ -165,9 +165,7 @@ func openRaft(o raftOptions) (*raftNode, error) {
 	leaderCh := make(chan bool, 16)
 	conf.NotifyCh = leaderCh
 
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: o.Stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: hl,
-	})
+	trans := newTransport(o.Stream, hl)
 	if o.Bootstrap {
 		has, err := raft.HasExistingState(cache, logs, snaps)
 		if err != nil {
@@ -191,6 +189,21 @@ func openRaft(o raftOptions) (*raftNode, error) {
 		return nil, fmt.Errorf("raft: %w", err)
 	}
 	return &raftNode{raft: r, transport: trans, logs: logs, snaps: snaps, leaderCh: leaderCh}, nil
+}
+
+// newTransport is Raft's network transport over stream, without pipelined
+// replication (MaxRPCsInFlight 1: each AppendEntries waits for its
+// answer). With raft v1.7.3's default of 2 the pipeline's channels are
+// unbuffered, and when a follower answers with a newer term (a leadership
+// transfer) or a refusal, the replication goroutine can block for good on
+// its next send: that follower gets no more entries while heartbeats go on,
+// and Shutdown waits forever (an agent hung at SIGTERM here; diagnosed the
+// same way in grafana/pyroscope#5518). Pipelining buys nothing at a config
+// store's write rate.
+func newTransport(stream raft.StreamLayer, log hclog.Logger) *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 5 * time.Second, Logger: log, MaxRPCsInFlight: 1,
+	})
 }
 
 // close shuts Raft down and closes its stores.

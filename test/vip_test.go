@@ -1083,7 +1083,7 @@ func TestVIPFailover(t *testing.T) {
 			// where the stop hangs.
 			term.agent.Signal(syscall.SIGQUIT)
 			term.agent.WaitTimeout(3 * time.Second)
-			t.Errorf("[sigterm] %s's agent did not exit: %v; its output, with its stacks:\n%s", term.name, err, tail(term.agent.Output(), 30000))
+			t.Errorf("[sigterm] %s's agent did not exit: %v; its output, with its stacks:\n%s", term.name, err, tail(term.agent.Output(), 200000))
 		}
 		if s.Failed > 0 {
 			t.Errorf("[sigterm] %d of %d requests failed (e.g. %s), want none", s.Failed, s.Sent, s.SomeErr)
