@@ -24,8 +24,9 @@ import (
 const lowest = 20000
 
 // next counts the ports handed out by this test binary. It starts at an
-// offset taken from the process id, so two test binaries running side by
-// side (go test -p 2) start far apart.
+// offset taken from the process id, so that test binaries running side by
+// side (go test -p 2) mostly try different ports; a port another one holds
+// is skipped all the same (free).
 var next atomic.Uint32
 
 func init() { next.Store(uint32(os.Getpid()*97) % 4096) }
