@@ -181,12 +181,17 @@ func (v *vipLab) waitHolder(d time.Duration, what string, ignore ...string) (str
 func (v *vipLab) checkOwner(owner string, live []*lbNode) {
 	v.t.Helper()
 	o := v.node(owner)
-	var st vipClusterStatus
-	waitFor(v.t, 15*time.Second, owner+" alone in vip_holders and leader", func() bool {
-		var err error
-		st, err = v.status(o)
-		return err == nil && st.Leader == owner && slices.Equal(st.VIPHolders, []string{owner})
-	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := v.status(o)
+		if err == nil && st.Leader == owner && slices.Equal(st.VIPHolders, []string{owner}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("timed out after 15s waiting for %s alone in vip_holders and leader; its last cluster status: %+v (err %v)", owner, st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// Each holder's since and last announcement, as gossip publishes them.
 	waitFor(v.t, 5*time.Second, owner+"'s hold and announcement times in cluster status", func() bool {
 		st, err := v.status(o)
