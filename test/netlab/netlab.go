@@ -74,6 +74,8 @@ type Lab struct {
 	sw     *Host
 	nodes  []*Host
 	client *Host
+	// probePorts are the client's local ports for every Probe of the lab.
+	probePorts probePorts
 
 	mu     sync.Mutex
 	procs  []*Proc

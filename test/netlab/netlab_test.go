@@ -271,6 +271,38 @@ func TestLab(t *testing.T) {
 		}
 	}
 
+	// probes dial from local ports of their own, below the ephemeral
+	// range, never the same one twice (two probes of the lab included)
+	var mu sync.Mutex
+	var ports []string
+	for round := range 2 {
+		want := 3 * (round + 1)
+		probe := netlab.StartProbe(lab, "http://"+lab.Node(1).HostPort(9000)+"/", 3, func(body string) string {
+			_, port, _ := net.SplitHostPort(body)
+			mu.Lock()
+			defer mu.Unlock()
+			ports = append(ports, port)
+			return port
+		})
+		waitFor(t, 5*time.Second, "three probe requests served", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(ports) == want
+		})
+		if sum := probe.Finish(time.Now()); sum.Sent != 3 || sum.Failed != 0 {
+			t.Errorf("probe: %v", sum)
+		}
+	}
+	seen := map[string]bool{}
+	for _, port := range ports {
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 10000 || p >= 32000 || seen[port] {
+			t.Errorf("probe requests came from local ports %v, want distinct ports in [10000, 32000)", ports)
+			break
+		}
+		seen[port] = true
+	}
+
 	// nothing outside the lab is ever dialled
 	for _, addr := range []string{"192.0.2.1:80", "localhost:80", "10.0.0.1:80", "[::1]:80"} {
 		if c, err := lab.Dial(ctx, lab.Client(), "tcp", addr); err == nil {

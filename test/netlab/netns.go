@@ -112,6 +112,11 @@ func (l *Lab) allowed(a netip.Addr) bool {
 // thread inside the namespace and verified to be there; the caller's
 // goroutine and threads never change namespace.
 func (l *Lab) Dial(ctx context.Context, h *Host, network, address string) (net.Conn, error) {
+	return l.DialFrom(ctx, h, 0, network, address)
+}
+
+// DialFrom is Dial from local port port of h's address (0: any).
+func (l *Lab) DialFrom(ctx context.Context, h *Host, port uint16, network, address string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "udp", "udp4":
 	default:
@@ -133,6 +138,9 @@ func (l *Lab) Dial(ctx context.Context, h *Host, network, address string) (net.C
 		// One IPv4 literal: no resolver, no parallel (Happy Eyeballs)
 		// dials, so socket(2) runs on this goroutine.
 		d := net.Dialer{FallbackDelay: -1, Control: checkSocketNS(id, h.ns)}
+		if port != 0 {
+			d.LocalAddr = &net.TCPAddr{IP: h.addr.AsSlice(), Port: int(port)}
+		}
 		var err error
 		conn, err = d.DialContext(ctx, network, ap.String())
 		return err

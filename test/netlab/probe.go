@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -16,6 +19,12 @@ import (
 // 10 ms from the client namespace, each on a new connection (connect
 // timeout 1.5 s, whole request 5 s), until Finish or a bounded number of
 // requests. It records which node answered each request.
+//
+// Each connection has a local port of its own (probePorts), so that no
+// connection reuses the address pair of an earlier one: a node can still
+// hold an earlier connection whose end the client sent to another node (the
+// VIP moved meanwhile), and a new SYN on the same pair then meets a
+// challenge ACK, a reset and a SYN retransmitted after the connect timeout.
 type Probe struct {
 	stop chan struct{}
 	done chan struct{}
@@ -41,7 +50,15 @@ func StartProbe(l *Lab, url string, max int, node func(body string) string) *Pro
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 			defer cancel()
-			return l.Dial(ctx, c, network, addr)
+			var err error
+			for range 8 { // a port still in use (TIME_WAIT after a wrap): the next
+				var conn net.Conn
+				conn, err = l.DialFrom(ctx, c, l.probePorts.next(), network, addr)
+				if !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+					return conn, err
+				}
+			}
+			return nil, err
 		},
 	}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
@@ -168,4 +185,16 @@ func (p *Probe) Finish(t0 time.Time) ProbeSummary {
 		s.Silence = max(s.Silence, dones[k].Sub(dones[k-1]))
 	}
 	return s
+}
+
+// probePorts hands out the probes' local ports in turn, below the kernel's
+// ephemeral range (the client namespace's other connections take theirs
+// there): at one connection per 10 ms a port comes back after about four
+// minutes, long after TIME_WAIT.
+type probePorts struct{ n atomic.Uint32 }
+
+const probePortLow, probePortCount = 10000, 22000
+
+func (p *probePorts) next() uint16 {
+	return uint16(probePortLow + (p.n.Add(1)-1)%probePortCount)
 }
