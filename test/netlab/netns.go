@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -138,7 +139,11 @@ func (l *Lab) DialFrom(ctx context.Context, h *Host, port uint16, network, addre
 		// One IPv4 literal: no resolver, no parallel (Happy Eyeballs)
 		// dials, so socket(2) runs on this goroutine.
 		d := net.Dialer{FallbackDelay: -1, Control: checkSocketNS(id, h.ns)}
-		if port != 0 {
+		switch {
+		case port == 0:
+		case strings.HasPrefix(network, "udp"):
+			d.LocalAddr = &net.UDPAddr{IP: h.addr.AsSlice(), Port: int(port)}
+		default:
 			d.LocalAddr = &net.TCPAddr{IP: h.addr.AsSlice(), Port: int(port)}
 		}
 		var err error
