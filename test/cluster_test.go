@@ -93,6 +93,24 @@ type lbNode struct {
 }
 
 // decodeJSON decodes the JSON value in a command's output.
+// checkApplied reads the output of `config apply --json` and checks that
+// every node in names reports the committed version applied (why: what a
+// refusal would mean). It returns the version.
+func checkApplied(t *testing.T, out string, names []string, why string) uint64 {
+	t.Helper()
+	var ap struct {
+		Version uint64            `json:"version"`
+		Applied map[string]uint64 `json:"applied"`
+	}
+	decodeJSON(t, "config apply --json", out, &ap)
+	for _, name := range names {
+		if ap.Applied[name] != ap.Version {
+			t.Errorf("apply: %s at %d, want %d (%s): %s", name, ap.Applied[name], ap.Version, why, out)
+		}
+	}
+	return ap.Version
+}
+
 func decodeJSON(t *testing.T, what, out string, v any) {
 	t.Helper()
 	i := strings.IndexAny(out, "{[")
@@ -231,16 +249,11 @@ backends:
 	if err != nil {
 		t.Fatalf("config apply: %v\n%s", err, out)
 	}
-	var ap struct {
-		Version uint64            `json:"version"`
-		Applied map[string]uint64 `json:"applied"`
-	}
-	decodeJSON(t, "config apply --json", out, &ap)
+	var names []string
 	for _, n := range nodes {
-		if ap.Applied[n.name] != ap.Version {
-			t.Errorf("apply: %s at %d, want %d (%s)", n.name, ap.Applied[n.name], ap.Version, out)
-		}
+		names = append(names, n.name)
 	}
+	version := checkApplied(t, out, names, "every node is up")
 	for _, n := range nodes {
 		url := "http://" + n.host.HostPort(8080) + "/"
 		waitFor(t, 10*time.Second, n.name+" to serve the applied config", func() bool {
@@ -249,7 +262,7 @@ backends:
 		})
 	}
 	t.Logf("config version %d: committed and reported applied by every node in %v (CLI round trip), served by all 3 data planes after %v",
-		ap.Version, committed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		version, committed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	for _, n := range nodes {
 		seen := map[string]int{}
 		for range 10 {
@@ -299,7 +312,7 @@ backends:
 	if err != nil {
 		t.Fatalf("config apply after failover: %v\n%s", err, out)
 	}
-	latest := ap.Version + 1
+	latest := version + 1
 	for _, want := range []string{fmt.Sprintf("config version %d applied on", latest), survivors[0].name, survivors[1].name} {
 		if !strings.Contains(out, want) {
 			t.Errorf("apply after failover printed %q, want it to contain %q", out, want)
@@ -396,15 +409,15 @@ backends:
 	if err != nil || strings.Count(out, "\n") != 4 || !strings.Contains(out, "import") || !strings.Contains(out, fmt.Sprintf("%d *", latest)) {
 		t.Errorf("config history: %v\n%s", err, out)
 	}
-	out, err = cli(nodes[2], "config", "show", "--version", fmt.Sprint(ap.Version))
+	out, err = cli(nodes[2], "config", "show", "--version", fmt.Sprint(version))
 	if err != nil || out != doc(1) {
-		t.Errorf("config show --version %d: %v\n%s", ap.Version, err, out)
+		t.Errorf("config show --version %d: %v\n%s", version, err, out)
 	}
-	out, err = cli(nodes[2], "config", "diff", fmt.Sprint(ap.Version), fmt.Sprint(latest))
+	out, err = cli(nodes[2], "config", "diff", fmt.Sprint(version), fmt.Sprint(latest))
 	if err != nil || !strings.Contains(out, "-      - {name: app2") || !strings.Contains(out, "weight: 2}") {
 		t.Errorf("config diff: %v\n%s", err, out)
 	}
-	out, err = cli(nodes[2], "config", "rollback", fmt.Sprint(ap.Version), "--json")
+	out, err = cli(nodes[2], "config", "rollback", fmt.Sprint(version), "--json")
 	var rb struct {
 		Version uint64            `json:"version"`
 		Applied map[string]uint64 `json:"applied"`
